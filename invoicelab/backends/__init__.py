@@ -1,0 +1,36 @@
+"""Backend registry: a small dict of lazy names, so only the chosen backend is imported.
+
+Adding a backend is one module and one line here (and its name in ``config.BACKENDS``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from invoicelab.config import BACKENDS, ConfigError, FieldSpec, VariantSpec
+
+REGISTRY: dict[str, str] = {
+    "fake": "invoicelab.backends.fake:FakeBackend",
+    "ocr-llm": "invoicelab.backends.ocr_llm:OcrLlmBackend",
+    "rules": "invoicelab.backends.baseline:RulesBackend",
+}
+assert set(REGISTRY) == set(BACKENDS), "config.BACKENDS and backends.REGISTRY must list the same names"
+
+
+def backend_class(name: str) -> type:
+    """Import and return a backend class by its registry name.
+
+    Raises:
+        ConfigError: the name is unknown (the message lists the backends that exist).
+    """
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create_backend(variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
+                   seed: int = 0) -> Any:
+    """Build (and load) the backend of a variant."""
+    return backend_class(variant.backend)(variant, fields, num_threads, seed)

@@ -1,0 +1,70 @@
+"""What every backend takes and returns; no backend logic, no Ray.
+
+A backend turns a batch of documents (text from OCR and/or the file path) into field values.
+It knows nothing of Ray, actors, scoring or files of results: the extractor around it applies the
+error policy and scores. Construction loads the model once; ``extract`` may be called many times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from invoicelab.config import FieldSpec, VariantSpec
+from invoicelab.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class DocInput:
+    """One document as a backend sees it.
+
+    Attributes:
+        doc_id: The document's id.
+        text: Page text from the variant's OCR engine ("" for backends that read images).
+        path: The image or PDF on disk.
+        gt: Ground truth per field (only the fake backend may look at it).
+    """
+
+    doc_id: str
+    text: str
+    path: str
+    gt: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class Extraction:
+    """A backend's answer for one document.
+
+    Attributes:
+        fields: Value per requested field (None where absent).
+        raw_output: What the model produced, answer prefix included.
+        parse_error: Why the raw output was not a usable JSON object (None if it was).
+        tokens_in: Prompt tokens.
+        tokens_out: Generated tokens.
+        fallback_fields: Fields whose value came from the fallback instead of the model.
+        error: Set when the backend produced nothing usable for this document.
+    """
+
+    fields: dict[str, str | None]
+    raw_output: str = ""
+    parse_error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    fallback_fields: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """The interface of ``invoicelab.backends.REGISTRY`` entries."""
+
+    uses_prompt: bool
+
+    def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None, seed: int): ...
+
+    def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
+        """One Extraction per document, in order. May raise; the caller turns that into error rows."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What was really loaded (model, precision, dtypes, memory), for the results."""
+        ...

@@ -1,0 +1,77 @@
+"""The fake backend: echoes the ground truth as a model would, and injects faults on request.
+
+For tests and dry runs of the orchestration: no model, no OCR, instant. Its answers go through
+the real output parser. Faults are deterministic per (seed, variant, prompt, document), so a
+test can predict them. Options (``variant.options``):
+
+- ``error_rate``: fraction of documents for which the backend reports an error.
+- ``garbage_rate``: fraction answered with text that holds no JSON.
+- ``wrong_rate``: fraction with every value altered; a number, or a mapping prompt id -> number.
+- ``delay_s``: seconds to sleep per batch (to make throughput measurable).
+- ``crash_on``: doc ids whose batch raises an exception (the whole batch fails).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from invoicelab.backends.base import DocInput, Extraction
+from invoicelab.config import FieldSpec, VariantSpec
+from invoicelab.parsing import parse_fields
+from invoicelab.prompts import Prompt
+
+_KNOWN = {"error_rate", "garbage_rate", "wrong_rate", "delay_s", "crash_on"}
+
+
+def draw(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class FakeBackend:
+    """Answers with the ground truth, or with the faults its options ask for."""
+
+    uses_prompt = True
+
+    def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
+                 seed: int = 0):
+        unknown = set(variant.options) - _KNOWN
+        if unknown:
+            raise ValueError(f"fake backend: unknown options {sorted(unknown)}; available: {sorted(_KNOWN)}")
+        self.variant, self.fields, self.seed = variant, fields, seed
+        self.opts: dict[str, Any] = variant.options
+
+    def _rate(self, name: str, prompt_id: str) -> float:
+        value = self.opts.get(name, 0.0)
+        return float(value.get(prompt_id, 0.0) if isinstance(value, dict) else value)
+
+    def _answer(self, doc: DocInput, prompt_id: str) -> Extraction:
+        roll = lambda what: draw(self.seed, self.variant.name, prompt_id, doc.doc_id, what)  # noqa: E731
+        if roll("error") < self._rate("error_rate", prompt_id):
+            return Extraction(fields={f: None for f in self.fields}, error="fake: injected backend error")
+        if roll("garbage") < self._rate("garbage_rate", prompt_id):
+            raw = "I am sorry, I cannot read this invoice."
+        else:
+            values = {f: doc.gt.get(f) for f in self.fields}
+            if roll("wrong") < self._rate("wrong_rate", prompt_id):
+                values = {f: "not-the-value" for f in values}
+            raw = json.dumps(values, ensure_ascii=False)
+        parsed = parse_fields(raw, list(self.fields))
+        return Extraction(fields=parsed.fields, raw_output=raw, parse_error=parsed.error,
+                          tokens_in=len(doc.text.split()), tokens_out=len(raw.split()))
+
+    def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
+        ids = {d.doc_id for d in docs}
+        if ids & set(self.opts.get("crash_on", [])):
+            raise RuntimeError(f"fake: injected crash on a batch of {len(docs)} documents")
+        if self.opts.get("delay_s"):
+            time.sleep(float(self.opts["delay_s"]))
+        prompt_id = prompt.id if prompt else ""
+        return [self._answer(d, prompt_id) for d in docs]
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "fake", "options": self.opts}

@@ -1,0 +1,131 @@
+"""The command line: ``invoicelab run | generate | schema | show``.
+
+Parses arguments into typed config objects and hands them to library functions; the only place
+that calls ``sys.exit``. Exit codes: 0 done, 2 bad config or dataset (nothing started), 1 other.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from invoicelab.config import ConfigError, SyntheticSpec, json_schema, load_experiment
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """invoicelab: which model, quantization, prompt and batch size extract invoice fields best."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Override a config field, e.g. --set variants.0.batch_size=8 (repeatable).")
+@click.option("--address", default=None, help="Ray cluster to join (default: start a local one).")
+def run(config: Path, overrides: tuple[str, ...], address: str | None) -> None:
+    """Run the experiment in CONFIG and print its accuracy table."""
+    from invoicelab.data.documents import DatasetError
+
+    try:
+        exp = load_experiment(config, list(overrides) + ([f"ray.address={address}"] if address else []))
+        from invoicelab.orchestrator.pipeline import run_experiment
+        from invoicelab.report import show, write_summary
+
+        from rich.console import Console
+
+        console = Console()
+        start = time.perf_counter()
+        with _RichProgress(console) as progress:
+            result = run_experiment(exp, progress)
+        result.summary["run_s"] = time.perf_counter() - start
+        path = write_summary(result.summary, result.out_dir)
+    except (ConfigError, DatasetError) as err:
+        _fail(str(err))
+    show(result.summary, console)
+    console.print(f"results: {result.results}\nsummary: {path}\nrun time: {result.summary['run_s']:.1f} s")
+
+
+@main.command()
+@click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Invoices to generate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed (same seed, same files).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--dpi", type=int, default=100, show_default=True)
+@click.option("--rotation", type=float, default=0.0, show_default=True, help="Max rotation in degrees.")
+@click.option("--blur", type=float, default=0.0, show_default=True, help="Max Gaussian blur radius.")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Max noise amplitude (0..0.5).")
+@click.option("--jpeg-quality", type=int, default=90, show_default=True)
+def generate(n: int, seed: int, out: Path, dpi: int, rotation: float, blur: float, noise: float,
+             jpeg_quality: int) -> None:
+    """Write N synthetic invoice images and their gt.jsonl to OUT."""
+    from pydantic import ValidationError
+
+    from invoicelab.data.synthetic import generate as make
+
+    try:
+        spec = SyntheticSpec(dpi=dpi, rotation=rotation, blur=blur, noise=noise, jpeg_quality=jpeg_quality)
+    except ValidationError as err:
+        _fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+    manifest = make(out, n=n, seed=seed, spec=spec)
+    click.echo(f"wrote {n} invoices and {manifest}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON schema here (default: print it).")
+def schema(out: Path | None) -> None:
+    """The experiment config's JSON schema, for editors."""
+    text = json.dumps(json_schema(), indent=2)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+
+
+@main.command("show")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def show_run(run_dir: Path) -> None:
+    """Print the tables of a finished run from its summary.json."""
+    from invoicelab.report import show
+
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        _fail(f"no summary.json in {run_dir}")
+    show(json.loads(path.read_text(encoding="utf-8")))
+
+
+class _RichProgress:
+    """One progress bar per pipeline stage."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bars = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=console, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bars.__exit__(*exc)
+
+    def stage(self, name: str, total: int) -> None:
+        self.task = self.bars.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        self.bars.advance(self.task, n)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Starting or joining the Ray cluster an experiment runs on."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from invoicelab.config import RaySpec
+
+_PASSED_ENV = ("INVOICELAB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def connect(spec: RaySpec) -> None:
+    """Join ``spec.address`` (or the cluster this process already belongs to), else start a local one.
+
+    Ray Data's own progress bars are turned off: the CLI shows one bar per stage instead.
+    """
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        env["TOKENIZERS_PARALLELISM"] = "false"
+        address = spec.address or os.environ.get("RAY_ADDRESS")
+        kwargs = {"num_cpus": spec.num_cpus} if not address else {"address": address}
+        ray.init(**kwargs, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
+                 log_to_driver=True, configure_logging=True)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

@@ -1,0 +1,91 @@
+"""End to end on a local Ray cluster with the fake backend: one test per experiment kind, faults."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from invoicelab.config import parse_experiment
+from invoicelab.orchestrator.pipeline import run_experiment
+from invoicelab.report import write_summary
+
+pytestmark = pytest.mark.ray
+
+FIELDS = {"invoice_number": "id", "invoice_date": "date", "vendor_name": {"type": "text", "match": "fuzzy"},
+          "total": "amount"}
+
+
+def experiment(tmp_path, kind, variants, prompts=("terse-json",), n=6, **extra):
+    return parse_experiment({
+        "name": f"t-{kind}", "kind": kind, "output_dir": str(tmp_path / "{name}"),
+        "dataset": {"source": "synthetic", "n": n}, "fields": FIELDS, "prompts": list(prompts),
+        "variants": variants, **extra,
+    })
+
+
+def rows(result) -> pd.DataFrame:
+    return pd.read_parquet(result.results)
+
+
+def test_extraction_writes_one_scored_row_per_document(ray_cluster, tmp_path):
+    result = run_experiment(experiment(tmp_path, "extraction", [{"name": "echo", "backend": "fake", "batch_size": 4}]))
+    df = rows(result)
+    assert len(df) == 6 and df["doc_id"].is_unique
+    assert df["error"].isna().all()
+    assert (df["pred_total"] == df["gt_total"]).all() and df["match_total"].all()
+    row = result.summary["rows"][0]
+    assert row["mean"] == 1.0 and row["f1"] == 1.0 and row["docs"] == 6
+    assert write_summary(result.summary, result.out_dir).is_file()
+    assert json.loads((result.out_dir / "summary.json").read_text())["documents"] == 6
+
+
+def test_quantization_view_compares_variants_against_the_first(ray_cluster, tmp_path):
+    variants = [{"name": "exact", "backend": "fake"},
+                {"name": "lossy", "backend": "fake", "options": {"wrong_rate": 0.5}}]
+    result = run_experiment(experiment(tmp_path, "quantization", variants, n=8))
+    by = {r["variant"]: r for r in result.summary["rows"]}
+    assert by["exact"]["delta_mean_vs_first"] == 0.0
+    assert by["lossy"]["mean"] < 1.0 and by["lossy"]["delta_mean_vs_first"] < 0
+    assert len(rows(result)) == 16
+
+
+def test_prompt_view_has_paired_tests_per_field(ray_cluster, tmp_path):
+    variant = {"name": "echo", "backend": "fake", "options": {"wrong_rate": {"terse-json": 0.9, "guided-json": 0.0}}}
+    result = run_experiment(experiment(tmp_path, "prompt", [variant], prompts=("terse-json", "guided-json"), n=10))
+    df = rows(result)
+    assert len(df) == 20 and set(df["prompt"]) == {"terse-json", "guided-json"}
+    tests = {t["field"]: t for t in result.summary["prompt_tests"]}
+    assert set(tests) == set(FIELDS)
+    assert tests["total"]["b_only"] >= 7 and tests["total"]["a_only"] == 0 and tests["total"]["p_value"] < 0.05
+
+
+def test_model_view_with_faults_keeps_every_document_exactly_once(ray_cluster, tmp_path):
+    docs = [f"synth_{i:05d}" for i in range(8)]
+    variants = [
+        {"name": "good", "backend": "fake"},
+        {"name": "faulty", "backend": "fake", "batch_size": 2,
+         "options": {"error_rate": 0.25, "garbage_rate": 0.25, "crash_on": [docs[0]]}},
+    ]
+    result = run_experiment(experiment(tmp_path, "model", variants, n=8))
+    df = rows(result)
+    assert len(df) == 16 and not df.duplicated(["doc_id", "variant", "prompt"]).any()
+    faulty = df[df["variant"] == "faulty"].set_index("doc_id")
+    assert set(faulty.index) == set(docs)
+    assert faulty.loc[docs[0], "error"].startswith("backend error: RuntimeError: fake: injected crash")
+    assert faulty["error"].notna().sum() >= 3  # the crashed batch of 2, plus injected errors and garbage
+    assert faulty["parse_error"].notna().any()
+    summary = {r["variant"]: r for r in result.summary["rows"]}
+    assert summary["good"]["mean"] == 1.0 > summary["faulty"]["mean"]
+
+
+def test_a_variant_that_cannot_start_becomes_error_rows(ray_cluster, tmp_path):
+    variants = [{"name": "echo", "backend": "fake"},
+                {"name": "broken", "backend": "fake", "options": {"no_such_option": 1}}]
+    result = run_experiment(experiment(tmp_path, "model", variants, n=4))
+    df = rows(result)
+    broken = df[df["variant"] == "broken"]
+    assert len(broken) == 4 and broken["error"].str.contains("no_such_option").all()
+    assert (broken["error_stage"] == "pipeline").all()
+    assert df[df["variant"] == "echo"]["error"].isna().all()
