@@ -40,7 +40,12 @@ def _as_str(value: object) -> str | None:
         return None
     if isinstance(value, float):
         return None if value != value or value in (float("inf"), float("-inf")) else repr(value)
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except ValueError:  # an int too long to print (Python's int_max_str_digits)
+        return None
 
 
 # ---------------------------------------------------------------- amounts

@@ -245,7 +245,7 @@ def sroie_ocr():
         start = time.perf_counter()
         pages = {doc: engine.read(load_pages(DATA / "sroie" / rows[doc]["file"])[0]) for doc in OCR_RECEIPTS}
         wall = time.perf_counter() - start
-    return {"rows": rows, "pages": pages, "wall_s": wall}
+    return {"rows": rows, "pages": pages, "wall_s": wall, "engine": engine}
 
 
 @pytest.mark.model
@@ -295,3 +295,11 @@ def test_rules_on_ocr_text_reach_the_baseline_floor(sroie_ocr):
             hits += bool(scoring.is_match(scoring.score_field(pred[name], truth, field), field))
     f1 = 2 * hits / (predicted + truths)
     assert f1 >= 0.6, f"rules field F1 on OCR'd SROIE receipts fell to {f1:.2f} (issue baseline ~0.69)"
+
+
+@pytest.mark.model
+def test_blank_page_reads_as_no_lines(sroie_ocr):
+    from PIL import Image
+
+    page = sroie_ocr["engine"].read(Image.new("RGB", (600, 800), "white"))
+    assert page.lines == [] and page.text == ""

@@ -82,6 +82,11 @@ def test_amount(raw, expected):
     assert normalize(raw, AMOUNT) == expected
 
 
+def test_an_int_too_long_to_print_is_no_amount():
+    assert normalize(10**5000, AMOUNT) is None
+    assert normalize(10**5000, TEXT) is None
+
+
 def test_parse_amount_returns_a_decimal():
     assert str(parse_amount("$1,234.5")) == "1234.5"
 

@@ -72,6 +72,9 @@ def _document(record: dict[str, Any] | None, problem: str, lineno: int, folder: 
     normalized = json.dumps(_as_object(record.get("normalized")), ensure_ascii=False, sort_keys=True)
     if not isinstance(file, str) or not file:
         return Document(doc_id, "", fields, normalized, f"gt.jsonl line {lineno}: record has no 'file'")
+    if not isinstance(record.get("fields"), dict):
+        return Document(doc_id, "", fields, normalized,
+                        f"gt.jsonl line {lineno}: record has no 'fields' object (ground truth), nothing to score")
     path = (folder / file).resolve()
     if not path.is_file():
         return Document(doc_id, str(path), fields, normalized, f"file not found: {file}")

@@ -149,12 +149,17 @@ def _load_image(path: Path, max_pixels: int) -> Image.Image:
                 img.seek(0)
                 img.load()
                 return _to_rgb(img)
+    except DocumentError:
+        raise
     except Image.DecompressionBombError as err:
-        raise DocumentError(f"image too large: {err} exceeds max_pixels {max_pixels}") from None
+        raise DocumentError(
+            f"image too large: {err} (Pillow's decompression-bomb limit; max_pixels is {max_pixels})") from None
     except UnidentifiedImageError:
         raise DocumentError(f"truncated or corrupt image: {path}: unreadable image header") from None
     except _PIL_DECODE_ERRORS as err:
         raise DocumentError(f"truncated or corrupt image: {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - Pillow plugins raise many types on hostile bytes; all mean "corrupt"
+        raise DocumentError(f"truncated or corrupt image: {path}: {type(err).__name__}: {err}") from None
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, what: str) -> None:
@@ -170,7 +175,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, what: str) -> None:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Upright RGB copy (EXIF orientation applied, alpha dropped onto white)."""
-    img = ImageOps.exif_transpose(img) or img
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - a broken EXIF block leaves the pixels usable, unrotated
+        pass
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -196,8 +204,8 @@ def _open_pdf(path: Path):
         if err.err_code == pdfium.raw.FPDF_ERR_SECURITY:
             raise DocumentError(f"encrypted PDF (unsupported security handler): {path}") from None
         raise DocumentError(f"corrupt PDF: {path}: {err}") from None
-    except (OSError, ValueError) as err:
-        raise DocumentError(f"corrupt PDF: {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - whatever PDFium's loader trips on, the file is unreadable
+        raise DocumentError(f"corrupt PDF: {path}: {type(err).__name__}: {err}") from None
     if len(pdf) == 0:
         pdf.close()
         raise DocumentError(f"corrupt PDF: {path}: no pages")
@@ -211,32 +219,33 @@ def _render_pdf(path: Path, dpi: int, max_pages: int, max_pixels: int) -> list[I
 
 def _render_page(pdf, index: int, dpi: int, max_pixels: int) -> Image.Image:
     """Render one page, checking the bitmap size from the page size before allocating it."""
-    import pypdfium2 as pdfium
-
     try:
         page = pdf[index]
-    except pdfium.PdfiumError as err:
+    except Exception as err:  # noqa: BLE001 - a page PDFium cannot load is a corrupt document
         raise DocumentError(f"corrupt PDF: page {index + 1}: {err}") from None
     try:
         width_pt, height_pt = page.get_size()
         size = (round(width_pt * dpi / 72), round(height_pt * dpi / 72))
         _check_pixels(size, max_pixels, what=f"PDF page {index + 1} at {dpi} dpi")
-        bitmap = page.render(scale=dpi / 72, rotation=0)
-        try:
-            return bitmap.to_pil().convert("RGB")
-        finally:
-            bitmap.close()
-    except MemoryError:
-        raise DocumentError(f"PDF page {index + 1} too large: out of memory rendering at {dpi} dpi") from None
-    except (pdfium.PdfiumError, OSError, ValueError) as err:
-        raise DocumentError(f"corrupt PDF: cannot render page {index + 1}: {err}") from None
+        return _render_bitmap(page, dpi, index)
     finally:
         page.close()
 
 
-def _page_text(pdf, index: int) -> str:
-    import pypdfium2 as pdfium
+def _render_bitmap(page, dpi: int, index: int) -> Image.Image:
+    try:
+        bitmap = page.render(scale=dpi / 72, rotation=0)
+    except MemoryError:
+        raise DocumentError(f"PDF page {index + 1} too large: out of memory rendering at {dpi} dpi") from None
+    except Exception as err:  # noqa: BLE001 - a page PDFium cannot draw is a corrupt document, not a crash
+        raise DocumentError(f"corrupt PDF: cannot render page {index + 1}: {err}") from None
+    try:
+        return bitmap.to_pil().convert("RGB")  # convert copies the pixels out of PDFium's buffer
+    finally:
+        bitmap.close()
 
+
+def _page_text(pdf, index: int) -> str:
     try:
         page = pdf[index]
         try:
@@ -247,6 +256,6 @@ def _page_text(pdf, index: int) -> str:
                 textpage.close()
         finally:
             page.close()
-    except pdfium.PdfiumError as err:
+    except Exception as err:  # noqa: BLE001 - as for rendering
         raise DocumentError(f"corrupt PDF: cannot read the text of page {index + 1}: {err}") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
