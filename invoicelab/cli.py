@@ -38,11 +38,9 @@ def run(config: Path, overrides: tuple[str, ...], address: str | None) -> None:
     try:
         exp = load_experiment(config, list(overrides) + ([f"ray.address={address}"] if address else []))
         from invoicelab.orchestrator.pipeline import run_experiment
-        from invoicelab.report import show, write_summary
+        from invoicelab.report import make_console, show, write_summary
 
-        from rich.console import Console
-
-        console = Console()
+        console = make_console()
         start = time.perf_counter()
         with _RichProgress(console) as progress:
             result = run_experiment(exp, progress)

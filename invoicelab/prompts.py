@@ -40,6 +40,9 @@ class Prompt:
         user: User message template.
         answer_prefix: Begin the assistant turn with ``{"<first field>": "``.
         description: What the prompt is for.
+        example_turn: Show one worked example first, as a user turn (a tiny document made from the
+            fields' example values) and the assistant's JSON answer to it. Small models copy an
+            example that sits inside the instruction; as a separate turn they learn the mapping.
     """
 
     id: str
@@ -48,6 +51,7 @@ class Prompt:
     user: str
     answer_prefix: bool = True
     description: str = ""
+    example_turn: bool = False
 
     def render(self, fields: dict[str, FieldSpec], text: str) -> tuple[list[dict[str, str]], str]:
         """Messages for one document, and the text that begins the assistant's answer.
@@ -61,14 +65,17 @@ class Prompt:
         """
         values = {
             "fields": ", ".join(fields),
-            "field_lines": "\n".join(_field_line(name, spec) for name, spec in fields.items()),
+            "field_lines": "\n".join(_field_line(name, spec) for name, spec in fields.items()),  # no examples: copied
             "example": json.dumps({n: s.example for n, s in fields.items()}, ensure_ascii=False),
             "text": text,
         }
-        messages = [
-            {"role": "system", "content": self.system.strip()},
-            {"role": "user", "content": Template(self.user).safe_substitute(values).strip()},
-        ]
+        messages = [{"role": "system", "content": self.system.strip()}]
+        if self.example_turn:
+            messages += [
+                {"role": "user", "content": Template(self.user).safe_substitute(values, text=_example_text(fields))},
+                {"role": "assistant", "content": values["example"]},
+            ]
+        messages.append({"role": "user", "content": Template(self.user).safe_substitute(values).strip()})
         prefix = '{"' + next(iter(fields)) + '": "' if self.answer_prefix else ""
         return messages, prefix
 
@@ -77,9 +84,13 @@ def _field_line(name: str, spec: FieldSpec) -> str:
     line = f"- {name} ({_TYPE_HINTS[spec.type.value]})"
     if spec.description:
         line += f": {spec.description}"
-    if spec.example:
-        line += f" (e.g. {spec.example})"
     return line
+
+
+def _example_text(fields: dict[str, FieldSpec]) -> str:
+    """A tiny document holding the fields' example values, for the worked example."""
+    return "\n".join(f"{name.replace('_', ' ').title()}: {spec.example}" for name, spec in fields.items()
+                     if spec.example)
 
 
 def default_prompts_dir() -> Path:
@@ -108,6 +119,7 @@ def load_prompt(prompt_id: str, prompts_dir: Path | None = None) -> Prompt:
         prompt = Prompt(
             id=str(data["id"]), version=int(data["version"]), system=str(data["system"]), user=str(data["user"]),
             answer_prefix=bool(data.get("answer_prefix", True)), description=str(data.get("description", "")),
+            example_turn=bool(data.get("example_turn", False)),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{path}: a prompt needs id, version, system and user ({err})") from None

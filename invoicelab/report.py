@@ -47,7 +47,7 @@ def accuracy_table(summary: dict[str, Any]) -> Table:
         rows = sorted(rows, key=lambda r: -(r["mean"] or 0))
     for r in rows:
         table.add_row(r["variant"], r["prompt"], *[_pct(r.get(f)) for f in fields], _pct(r["mean"]),
-                      _num(r["f1"]), str(r["errors"]), _num(r["latency_s"]), *[fn(r) for _, fn in extra])
+                      _num(r["f1"]), str(int(r["errors"])), _num(r["latency_s"]), *[fn(r) for _, fn in extra])
     return table
 
 
@@ -63,12 +63,21 @@ def prompt_test_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def make_console() -> Console:
+    """A console that does not squeeze the tables when output goes to a file or a pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def show(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print the run's tables, as its kind asks."""
-    console = console or Console()
+    console = console or make_console()
     console.print(accuracy_table(summary))
     if summary["kind"] == "prompt":
         console.print(prompt_test_table(summary))
+    docs = summary["documents"]
+    for engine, seconds in summary.get("page_stage_s", {}).items():
+        console.print(f"  pages ({engine}): {seconds:.1f} s wall for {docs} documents ({seconds / docs:.2f} s/doc)")
     for name, t in summary.get("timings", {}).items():
         console.print(f"  {name}: {t['rows']} rows in {t['wall_s']:.1f} s wall "
                       f"({t['wall_docs_per_s']:.2f} rows/s incl. start-up), {t['filled']} filled as errors")

@@ -53,8 +53,8 @@ def test_bad_configs_name_the_field_and_what_is_allowed(change, expected):
 
 
 def test_overrides_are_validated_like_the_file():
-    exp = parse_experiment(MINIMAL, ["variants.0.batch_size=8", "dataset.n=2", "prompts=[terse-json, guided-json]"])
-    assert exp.variants[0].batch_size == 8 and exp.dataset.n == 2 and exp.prompts == ["terse-json", "guided-json"]
+    exp = parse_experiment(MINIMAL, ["variants.0.batch_size=8", "dataset.n=2", "prompts=[terse-json, described-json]"])
+    assert exp.variants[0].batch_size == 8 and exp.dataset.n == 2 and exp.prompts == ["terse-json", "described-json"]
     with pytest.raises(ConfigError, match="variants.0.batch_size"):
         parse_experiment(MINIMAL, ["variants.0.batch_size=-3"])
     with pytest.raises(ConfigError, match="not an index"):

@@ -6,12 +6,8 @@ the shared real datasets, skipped with a reason where that folder is absent.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from invoicelab.data.pages import DocumentError, file_kind, load_pages, pdf_text
+from tests.bad_inputs.corpus import bomb_png as _bomb_png
+from tests.bad_inputs.corpus import encrypted_pdf as _encrypted_pdf
+from tests.bad_inputs.corpus import image_bytes as _image_bytes
+from tests.bad_inputs.corpus import png_header_only as _png_header_only
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -33,82 +33,6 @@ def _needs(folder: str) -> Path:
 
 def _gt(folder: str) -> list[dict]:
     return [json.loads(line) for line in (_needs(folder) / "gt.jsonl").read_text().splitlines() if line]
-
-
-def _image_bytes(fmt: str, size=(400, 300)) -> bytes:
-    img = Image.effect_noise(size, 60).convert("RGB")  # noise: no long runs, so truncation bites
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_header_only(width: int, height: int, idat: bytes) -> bytes:
-    """A 1-bit greyscale PNG with the given IDAT payload (cheap to make at any declared size)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-
-
-def _bomb_png(side: int) -> bytes:
-    """A valid all-black 1-bit PNG of side x side pixels: a few kB on disk, side*side pixels decoded."""
-    row = b"\x00" * (1 + (side + 7) // 8)
-    packer = zlib.compressobj(9)
-    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    return _png_header_only(side, side, idat)
-
-
-# --- a hand-made encrypted PDF (standard security handler, RC4 40-bit, revision 2) -----------------
-
-_PDF_PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")
-
-
-def _rc4(key: bytes, data: bytes) -> bytes:
-    s = list(range(256))
-    j = 0
-    for i in range(256):
-        j = (j + s[i] + key[i % len(key)]) % 256
-        s[i], s[j] = s[j], s[i]
-    out, i, j = bytearray(), 0, 0
-    for byte in data:
-        i = (i + 1) % 256
-        j = (j + s[i]) % 256
-        s[i], s[j] = s[j], s[i]
-        out.append(byte ^ s[(s[i] + s[j]) % 256])
-    return bytes(out)
-
-
-def _encrypted_pdf(user_password: bytes) -> bytes:
-    """A one-page PDF that opens only with ``user_password`` (PDF 1.3 spec, algorithms 3.2-3.4)."""
-
-    def pad(pw: bytes) -> bytes:
-        return (pw + _PDF_PAD)[:32]
-
-    perms = -44
-    file_id = hashlib.md5(b"invoicelab test").digest()
-    owner = _rc4(hashlib.md5(pad(b"owner")).digest()[:5], pad(user_password))
-    key = hashlib.md5(pad(user_password) + owner + struct.pack("<i", perms) + file_id).digest()[:5]
-    user = _rc4(key, _PDF_PAD)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
-        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>" % (owner.hex().encode(), user.hex().encode(), perms),
-    ]
-    out = bytearray(b"%PDF-1.3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    ident = file_id.hex().encode()
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Encrypt 4 0 R /ID [<%s> <%s>] >>\n" % (len(objects) + 1, ident, ident)
-    out += b"startxref\n%d\n%%%%EOF\n" % xref
-    return bytes(out)
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:

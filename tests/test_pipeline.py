@@ -52,10 +52,10 @@ def test_quantization_view_compares_variants_against_the_first(ray_cluster, tmp_
 
 
 def test_prompt_view_has_paired_tests_per_field(ray_cluster, tmp_path):
-    variant = {"name": "echo", "backend": "fake", "options": {"wrong_rate": {"terse-json": 0.9, "guided-json": 0.0}}}
-    result = run_experiment(experiment(tmp_path, "prompt", [variant], prompts=("terse-json", "guided-json"), n=10))
+    variant = {"name": "echo", "backend": "fake", "options": {"wrong_rate": {"terse-json": 0.9, "described-json": 0.0}}}
+    result = run_experiment(experiment(tmp_path, "prompt", [variant], prompts=("terse-json", "described-json"), n=10))
     df = rows(result)
-    assert len(df) == 20 and set(df["prompt"]) == {"terse-json", "guided-json"}
+    assert len(df) == 20 and set(df["prompt"]) == {"terse-json", "described-json"}
     tests = {t["field"]: t for t in result.summary["prompt_tests"]}
     assert set(tests) == set(FIELDS)
     assert tests["total"]["b_only"] >= 7 and tests["total"]["a_only"] == 0 and tests["total"]["p_value"] < 0.05

@@ -26,6 +26,7 @@ def connect(spec: RaySpec) -> None:
         kwargs = {"num_cpus": spec.num_cpus} if not address else {"address": address}
         ray.init(**kwargs, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
                  log_to_driver=True, configure_logging=True)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

@@ -1,0 +1,337 @@
+"""The transformers text-LLM engine: load a causal LM at a chosen precision, generate in batches.
+
+``TextLLM`` loads one model (fp32, bf16, fp16, torch dynamic int8, bitsandbytes int8 or nf4),
+turns chat conversations plus an answer prefix into left-padded batches, and decodes greedily or
+by sampling. ``info()`` reports what was really loaded (dtypes, quantized layer classes, memory),
+not what was asked for. It never downloads weights itself, never falls back silently to another
+precision (a precision it cannot honour is an error), and never imports Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from invoicelab.backends.models import resolve_model
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8-dynamic", "bnb-int8", "bnb-nf4")
+FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+QUANTIZED_CLASS = {"int8-dynamic": "DynamicQuantizedLinear", "bnb-int8": "Linear8bitLt", "bnb-nf4": "Linear4bit"}
+# bitsandbytes logs, on every int8 matmul, that fp32 activations are cast to fp16; info() records it once.
+BNB_CAST_LOGGER, BNB_CAST_MESSAGE = "bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast"
+
+
+class PrecisionError(RuntimeError):
+    """A precision that cannot be honoured on this machine; the message says why and what to use."""
+
+
+@dataclass
+class Generation:
+    """One generated answer.
+
+    Attributes:
+        text: The newly generated text (without the answer prefix, stopped at end-of-sequence).
+        tokens_in: Prompt tokens, answer prefix included, padding excluded.
+        tokens_out: Generated tokens, the end-of-sequence token included, padding excluded.
+    """
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+
+
+class TextLLM:
+    """A causal language model loaded once through transformers, generating chat answers in batches."""
+
+    def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto"):
+        """Load the tokenizer and the model at the asked precision.
+
+        Args:
+            source: A bundled alias, a local folder, a ``.gguf`` file or a Hugging Face id
+                (see ``resolve_model``).
+            precision: One of ``PRECISIONS``.
+            num_threads: CPU threads for torch (``torch.set_num_threads``, process-wide); None keeps
+                torch's default.
+            device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda[:n]"``.
+
+        Raises:
+            ValueError: unknown precision.
+            PrecisionError: the precision cannot run here (e.g. int8-dynamic on CUDA, fp16
+                matmul unsupported) or the loaded model is not what was asked for.
+            ModelSourceError: the source cannot be resolved.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+        torch = _import_torch()
+        start = time.perf_counter()
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.source, self.precision = source, precision
+        self.device = pick_device(device)
+        self.path = resolve_model(source)
+        self.tokenizer = load_tokenizer(self.path)
+        self.model = load_model(self.path, precision, self.device)
+        check_loaded(self.model, precision)
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self.load_seconds = time.perf_counter() - start
+
+    def generate(self, conversations: list[list[dict]], answer_prefixes: list[str], max_new_tokens: int,
+                 temperature: float = 0.0, top_p: float = 1.0) -> list[Generation]:
+        """Generate one answer per conversation, all in one left-padded batch.
+
+        Args:
+            conversations: Chat messages per item (``[{"role": "system", "content": ...}, ...]``).
+            answer_prefixes: Text that begins the assistant's turn per item (e.g. ``'{"total": "'``);
+                the model continues it.
+            max_new_tokens: Most tokens to generate per item.
+            temperature: 0 decodes greedily; above 0 samples (seed with ``torch.manual_seed``).
+            top_p: Nucleus sampling mass (used only when sampling).
+
+        Returns:
+            One ``Generation`` per conversation, in order.
+
+        Raises:
+            ValueError: the two lists differ in length.
+        """
+        if len(conversations) != len(answer_prefixes):
+            raise ValueError(f"{len(conversations)} conversations but {len(answer_prefixes)} answer prefixes")
+        if not conversations:
+            return []
+        prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes)]
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(self.model.device)
+        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p)
+        tokens_in = batch["attention_mask"].sum(dim=1).tolist()
+        return [self._decode(row, n_in) for row, n_in in zip(new_tokens.tolist(), tokens_in)]
+
+    def prompt_text(self, conversation: list[dict], answer_prefix: str) -> str:
+        """The chat-templated prompt with the assistant turn opened and the answer prefix appended."""
+        opened = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return opened + answer_prefix
+
+    def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float) -> Any:
+        """Run ``model.generate`` and return only the new token ids (batch x new)."""
+        import torch
+
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+            "do_sample": False}
+        with torch.inference_mode(), quiet_bnb_cast_log():
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        return out[:, batch["input_ids"].shape[1]:]
+
+    def _decode(self, new_ids: list[int], tokens_in: int) -> Generation:
+        """Cut a row of new ids at the first end-of-sequence token and decode it."""
+        stop = next((i for i, tok in enumerate(new_ids) if tok in self.eos_ids), None)
+        kept = new_ids if stop is None else new_ids[:stop]
+        tokens_out = len(new_ids) if stop is None else stop + 1
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
+
+    def info(self) -> dict[str, Any]:
+        """What was really loaded, for the results table.
+
+        Returns:
+            source, resolved path, precision asked and loaded, parameter elements per dtype,
+            linear layer classes and counts (all, and quantized ones), memory footprint in bytes,
+            device, load seconds, torch threads and library versions.
+        """
+        import torch
+        import transformers
+
+        linear = linear_layer_counts(self.model)
+        info = {
+            "source": self.source,
+            "resolved_path": self.path,
+            "precision": self.precision,
+            "precision_loaded": self.precision,  # check_loaded raised if it were otherwise
+            "param_dtypes": param_dtype_counts(self.model),
+            "linear_layers": linear,
+            "quantized_linear_layers": {k: v for k, v in linear.items() if k != "Linear"},
+            "memory_footprint_bytes": memory_footprint(self.model, self.precision),
+            "device": str(self.model.device),
+            "load_seconds": round(self.load_seconds, 3),
+            "num_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+        }
+        if self.precision.startswith("bnb"):
+            import bitsandbytes
+
+            info["bitsandbytes_version"] = bitsandbytes.__version__
+        if self.precision == "bnb-int8":
+            info["note"] = "bitsandbytes int8 matmuls cast activations to float16"
+        return info
+
+
+def _import_torch() -> Any:
+    """Import torch and transformers, naming what to install when they are missing."""
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"the transformers backend needs torch and transformers (pip install invoicelab): {exc}") \
+            from exc
+    return torch
+
+
+@contextmanager
+def quiet_bnb_cast_log() -> Iterator[None]:
+    """Drop bitsandbytes' per-matmul "inputs will be cast to float16" log lines while generating."""
+    logger = logging.getLogger(BNB_CAST_LOGGER)
+    drop = logging.Filter()
+    drop.filter = lambda record: not record.getMessage().startswith(BNB_CAST_MESSAGE)  # type: ignore[method-assign]
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def pick_device(device: str) -> str:
+    """Resolve ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PrecisionError(f"device {device!r} asked for but torch sees no CUDA GPU; use device='cpu'")
+    return device
+
+
+def load_tokenizer(path: str) -> Any:
+    """The model's tokenizer, set to pad on the left (and given a pad token if it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, precision: str, device: str) -> Any:
+    """Load the causal LM at a precision on a device, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"device_map": {"": device}}
+    if precision in FLOAT_DTYPES:
+        dtype = getattr(torch, FLOAT_DTYPES[precision])
+        probe_dtype(dtype, device)
+        kwargs["dtype"] = dtype
+    elif precision.startswith("bnb"):
+        kwargs["quantization_config"] = bnb_config(precision)
+    elif device != "cpu":
+        raise PrecisionError("int8-dynamic (torch dynamic quantization) runs on CPU only; use device='cpu' "
+                             "or a bnb-* precision on GPU")
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    if precision == "int8-dynamic":
+        model = quantize_dynamic_int8(model)
+    return model
+
+
+def probe_dtype(dtype: Any, device: str) -> None:
+    """Fail early, with the reason, if this device cannot multiply matrices in ``dtype``."""
+    import torch
+
+    try:
+        a = torch.ones(4, 4, dtype=dtype, device=device)
+        torch.nn.functional.linear(a, a)
+    except RuntimeError as exc:
+        raise PrecisionError(f"{dtype} matmul is not supported on {device}: {exc}; choose another precision") \
+            from exc
+
+
+def bnb_config(precision: str) -> Any:
+    """The ``BitsAndBytesConfig`` for bnb-int8 or bnb-nf4.
+
+    Raises:
+        PrecisionError: bitsandbytes is not installed.
+    """
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:
+        raise PrecisionError(f"precision {precision!r} needs bitsandbytes (pip install 'bitsandbytes>=0.50')") \
+            from exc
+    if precision == "bnb-int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+
+
+def quantize_dynamic_int8(model: Any) -> Any:
+    """Replace every ``nn.Linear`` with torch's dynamically quantized int8 Linear (CPU only), in place."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices, repeated per layer
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def check_loaded(model: Any, precision: str) -> None:
+    """Raise unless the loaded model really has the asked precision (no silent fallback)."""
+    if precision in FLOAT_DTYPES:
+        floats = {d for d in param_dtype_counts(model) if d in ("torch.float32", "torch.bfloat16", "torch.float16")}
+        if floats != {f"torch.{FLOAT_DTYPES[precision]}"}:
+            raise PrecisionError(f"asked for {precision} but the model's float parameters are {sorted(floats)}")
+        return
+    wanted = QUANTIZED_CLASS[precision]
+    if not linear_layer_counts(model).get(wanted):
+        raise PrecisionError(f"asked for {precision} but the model has no {wanted} layers")
+    if precision == "bnb-nf4" and nf4_types(model) != {"nf4"}:
+        raise PrecisionError(f"asked for nf4 but the 4-bit layers use {sorted(nf4_types(model))}")
+
+
+def nf4_types(model: Any) -> set[str]:
+    """The 4-bit quantization types of a model's Linear4bit layers."""
+    return {m.weight.quant_type for m in model.modules() if m._get_name() == "Linear4bit"}
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end an answer: the generation config's and the tokenizer's end-of-sequence ids."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
+def linear_layer_counts(model: Any) -> dict[str, int]:
+    """Count modules per class among linear layers (``nn.Linear`` and its quantized replacements).
+
+    Classes are named by ``Module._get_name()``, under which torch's dynamic-quantized Linear (a class
+    itself called ``Linear``) reports as ``DynamicQuantizedLinear``.
+    """
+    return dict(Counter(m._get_name() for m in model.modules() if "Linear" in m._get_name()))
+
+
+def dynamic_packed_tensors(model: Any) -> list[Any]:
+    """Weights and biases held inside torch dynamic-quantized Linear layers (not parameters or buffers)."""
+    tensors = []
+    for module in model.modules():
+        if module._get_name() == "DynamicQuantizedLinear":
+            weight, bias = module._packed_params._weight_bias()
+            tensors += [t for t in (weight, bias) if t is not None]
+    return tensors
+
+
+def param_dtype_counts(model: Any) -> dict[str, int]:
+    """Elements per dtype over parameters and dynamic-quantized packed weights (shared tensors once)."""
+    counts: Counter = Counter()
+    for tensor in list(model.parameters()) + dynamic_packed_tensors(model):
+        counts[str(tensor.dtype)] += tensor.numel()
+    return dict(counts)
+
+
+def memory_footprint(model: Any, precision: str) -> int:
+    """Bytes held by the model: ``get_memory_footprint()``, plus packed weights for dynamic int8."""
+    if precision != "int8-dynamic":
+        return int(model.get_memory_footprint())
+    tensors = list(model.parameters()) + list(model.buffers()) + dynamic_packed_tensors(model)
+    return int(sum(t.numel() * t.element_size() for t in tensors))
