@@ -140,8 +140,8 @@ def test_generation_continues_the_answer_prefix(fp32):
 @pytest.mark.model
 def test_left_padded_batch_matches_one_by_one(fp32):
     invoices = [INVOICE, "Invoice 7\nTotal: 5.00 EUR",
-                "Globex Ltd, 12 Long Road, Springfield\nInvoice number: GX-2024-0042\nIssued: 1 February 2024\n"
-                "Items: consulting 10 h at 80.00\nSubtotal: 800.00\nVAT 20%: 160.00\nAmount due: 960.00 GBP"]
+                ("Globex Ltd, 12 Long Road, Springfield\nInvoice number: GX-2024-0042\nIssued: 1 February 2024\n"
+                 "Items: consulting 10 h at 80.00\nSubtotal: 800.00\nVAT 20%: 160.00\nAmount due: 960.00 GBP")]
     convs = [conversation(text) for text in invoices]
     batched = fp32.generate(convs, [PREFIX] * 3, max_new_tokens=12)
     single = [fp32.generate([c], [PREFIX], max_new_tokens=12)[0] for c in convs]
@@ -201,13 +201,14 @@ def test_each_precision_runs_on_cpu_and_reports_itself(precision, fp32):
 
 
 @pytest.mark.gpu
-def test_fp16_on_gpu(bundled):
+def test_fp16_on_gpu(request):
     import torch
 
     from invoicelab.backends.hf import TextLLM
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    request.getfixturevalue("bundled")  # convert only where the test runs
     llm = TextLLM(ALIAS, precision="fp16", device="cuda")
     [out] = llm.generate([conversation(INVOICE)], [PREFIX], max_new_tokens=8)
     assert out.tokens_out > 0 and llm.info()["device"].startswith("cuda")

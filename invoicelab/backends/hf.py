@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoicelab.backends.models import resolve_model
+from invoicelab.config import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8-dynamic", "bnb-int8", "bnb-nf4")
 FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 QUANTIZED_CLASS = {"int8-dynamic": "DynamicQuantizedLinear", "bnb-int8": "Linear8bitLt", "bnb-nf4": "Linear4bit"}
 # bitsandbytes logs, on every int8 matmul, that fp32 activations are cast to fp16; info() records it once.
@@ -103,12 +103,12 @@ class TextLLM:
             raise ValueError(f"{len(conversations)} conversations but {len(answer_prefixes)} answer prefixes")
         if not conversations:
             return []
-        prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes)]
+        prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)
         new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p)
         tokens_in = batch["attention_mask"].sum(dim=1).tolist()
-        return [self._decode(row, n_in) for row, n_in in zip(new_tokens.tolist(), tokens_in)]
+        return [self._decode(row, n_in) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
 
     def prompt_text(self, conversation: list[dict], answer_prefix: str) -> str:
         """The chat-templated prompt with the assistant turn opened and the answer prefix appended."""
@@ -119,11 +119,10 @@ class TextLLM:
         """Run ``model.generate`` and return only the new token ids (batch x new)."""
         import torch
 
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-            "do_sample": False}
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
         with torch.inference_mode(), quiet_bnb_cast_log():
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                      **(sampling or {"do_sample": False}))
         return out[:, batch["input_ids"].shape[1]:]
 
     def _decode(self, new_ids: list[int], tokens_in: int) -> Generation:
@@ -166,7 +165,11 @@ class TextLLM:
 
             info["bitsandbytes_version"] = bitsandbytes.__version__
         if self.precision == "bnb-int8":
-            info["note"] = "bitsandbytes int8 matmuls cast activations to float16"
+            info["note"] = ("bitsandbytes int8 (LLM.int8): activations cast to float16, outlier columns (>6.0) chosen "
+                            "per call over the whole batch, so batch composition can change an answer")
+        if self.precision == "int8-dynamic":
+            info["note"] = (f"torch dynamic int8 ({torch.backends.quantized.engine} engine): per-tensor int8 weights, "
+                            "activations quantized per call with one scale shared by the whole batch")
         return info
 
 
@@ -185,8 +188,9 @@ def _import_torch() -> Any:
 def quiet_bnb_cast_log() -> Iterator[None]:
     """Drop bitsandbytes' per-matmul "inputs will be cast to float16" log lines while generating."""
     logger = logging.getLogger(BNB_CAST_LOGGER)
-    drop = logging.Filter()
-    drop.filter = lambda record: not record.getMessage().startswith(BNB_CAST_MESSAGE)  # type: ignore[method-assign]
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(BNB_CAST_MESSAGE)
+
     logger.addFilter(drop)
     try:
         yield
@@ -303,12 +307,16 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def linear_layer_counts(model: Any) -> dict[str, int]:
-    """Count modules per class among linear layers (``nn.Linear`` and its quantized replacements).
+    """Count linear layers per class: ``nn.Linear``, its bitsandbytes subclasses, torch dynamic int8.
 
     Classes are named by ``Module._get_name()``, under which torch's dynamic-quantized Linear (a class
     itself called ``Linear``) reports as ``DynamicQuantizedLinear``.
     """
-    return dict(Counter(m._get_name() for m in model.modules() if "Linear" in m._get_name()))
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    linear = (torch.nn.Linear, DynamicLinear)
+    return dict(Counter(m._get_name() for m in model.modules() if isinstance(m, linear)))
 
 
 def dynamic_packed_tensors(model: Any) -> list[Any]:
