@@ -25,17 +25,33 @@ def _correct(df: pd.DataFrame, field: str) -> pd.Series:
     return df[f"match_{field}"].fillna(False).astype(bool).where(scored)
 
 
+def _model_correct(df: pd.DataFrame, field: str) -> pd.Series:
+    """Like ``_correct``, but a value taken from the fallback instead of the model counts as wrong."""
+    from_fallback = df["fallback_fields"].map(lambda x: x is not None and field in list(x))
+    return (_correct(df, field) == True) & ~from_fallback  # noqa: E712 - NaN stays False here
+
+
 def field_accuracy(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-    """Accuracy per field, their mean, and micro precision/recall/F1, per (variant, prompt)."""
+    """Accuracy per field, their mean, micro precision/recall/F1, and the model's own share, per (variant, prompt).
+
+    ``model_mean`` counts only values that came from the model itself (fallback values count as
+    wrong); ``fallback_share`` is the fraction of scored values that came from the fallback.
+    """
     out = {}
     for key, g in df.groupby(GROUP, sort=False):
         acc = {f: _correct(g, f).mean() for f in fields}
+        scored = sum(int(g[f"gt_{f}"].notna().sum()) for f in fields)
+        model_right = sum(int((_model_correct(g, f) & g[f"gt_{f}"].notna()).sum()) for f in fields)
+        fallback = sum(int((g["fallback_fields"].map(lambda x, f=f: x is not None and f in list(x))
+                            & g[f"gt_{f}"].notna()).sum()) for f in fields)
         right = sum(int(_correct(g, f).sum()) for f in fields)
         predicted = sum(int(g[f"pred_{f}"].fillna("").astype(str).str.strip().ne("").sum()) for f in fields)
         truth = sum(int(g[f"gt_{f}"].notna().sum()) for f in fields)
         p, r = (right / predicted if predicted else 0.0), (right / truth if truth else 0.0)
         out[key] = {**acc, "mean": float(np.nanmean(list(acc.values()))) if truth else float("nan"),
-                    "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+                    "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+                    "model_mean": model_right / scored if scored else float("nan"),
+                    "fallback_share": fallback / scored if scored else float("nan")}
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=GROUP)
     return frame
@@ -53,7 +69,6 @@ def run_stats(df: pd.DataFrame) -> pd.DataFrame:
         rows[(variant, prompt)] = {
             "docs": len(g), "errors": int(g["error"].notna().sum()),
             "parse_errors": int(g["parse_error"].notna().sum()),
-            "fallback_rate": float(g["fallback_fields"].map(lambda x: len(x) > 0 if x is not None else False).mean()),
             "latency_s": float(ok["latency_s"].mean()) if len(ok) else float("nan"),
             "docs_per_s": len(ok) / ok["latency_s"].sum() if len(ok) and ok["latency_s"].sum() > 0 else float("nan"),
             "tokens_out": float(ok["tokens_out"].mean()) if len(ok) else float("nan"),
@@ -106,8 +121,8 @@ def summarize(df: pd.DataFrame, fields: list[str], timings: dict[str, dict[str, 
     if kind == "prompt":
         summary["prompt_tests"] = prompt_tests(df, fields, seed)
     if kind in ("quantization", "model") and rows:
-        ref = rows[0]
-        for r in rows:
+        for r in rows:  # against the first variant with the same prompt (the first row if none has it)
+            ref = next((x for x in rows if x["prompt"] == r["prompt"]), rows[0])
             r["delta_mean_vs_first"] = _plain(r["mean"] - ref["mean"])
     return summary
 

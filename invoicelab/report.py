@@ -32,7 +32,7 @@ def accuracy_table(summary: dict[str, Any]) -> Table:
     """Per (variant, prompt): accuracy per field, mean, F1, errors and speed."""
     fields, kind = summary["fields"], summary["kind"]
     table = Table(title=f"{summary.get('name', '')}: field accuracy ({kind} view, {summary['documents']} documents)")
-    for col in ["variant", "prompt", *fields, "mean", "F1", "errors", "s/doc"]:
+    for col in ["variant", "prompt", *fields, "mean", "model only", "fallback", "F1", "errors", "s/doc"]:
         table.add_column(col, justify="left" if col in ("variant", "prompt") else "right")
     extra = []
     if kind == "quantization":
@@ -47,7 +47,7 @@ def accuracy_table(summary: dict[str, Any]) -> Table:
         rows = sorted(rows, key=lambda r: -(r["mean"] or 0))
     for r in rows:
         table.add_row(r["variant"], r["prompt"], *[_pct(r.get(f)) for f in fields], _pct(r["mean"]),
-                      _num(r["f1"]), str(int(r["errors"])), _num(r["latency_s"]), *[fn(r) for _, fn in extra])
+                      _pct(r.get("model_mean")), _pct(r.get("fallback_share")), _num(r["f1"]), str(int(r["errors"])), _num(r["latency_s"]), *[fn(r) for _, fn in extra])
     return table
 
 

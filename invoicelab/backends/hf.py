@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from invoicelab.backends.models import resolve_model
 from invoicelab.config import PRECISIONS
@@ -82,7 +82,8 @@ class TextLLM:
         self.load_seconds = time.perf_counter() - start
 
     def generate(self, conversations: list[list[dict]], answer_prefixes: list[str], max_new_tokens: int,
-                 temperature: float = 0.0, top_p: float = 1.0) -> list[Generation]:
+                 temperature: float = 0.0, top_p: float = 1.0,
+                 done: Callable[[int, str], bool] | None = None) -> list[Generation]:
         """Generate one answer per conversation, all in one left-padded batch.
 
         Args:
@@ -92,6 +93,8 @@ class TextLLM:
             max_new_tokens: Most tokens to generate per item.
             temperature: 0 decodes greedily; above 0 samples (seed with ``torch.manual_seed``).
             top_p: Nucleus sampling mass (used only when sampling).
+            done: ``done(i, text_so_far)`` says that item ``i`` has all it needs (say, a complete
+                JSON object); that item then stops generating while the rest of the batch goes on.
 
         Returns:
             One ``Generation`` per conversation, in order.
@@ -106,23 +109,30 @@ class TextLLM:
         prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)
-        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p)
+        stopper = _DoneCriteria(self.tokenizer, batch, done) if done else None
+        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stopper)
         tokens_in = batch["attention_mask"].sum(dim=1).tolist()
-        return [self._decode(row, n_in) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
+        rows = new_tokens.tolist()
+        if stopper:  # items that ``done`` stopped are followed by padding only: cut them where they stopped
+            rows = [row[:stopper.finished.get(i, len(row))] for i, row in enumerate(rows)]
+        return [self._decode(row, n_in) for row, n_in in zip(rows, tokens_in, strict=True)]
 
     def prompt_text(self, conversation: list[dict], answer_prefix: str) -> str:
         """The chat-templated prompt with the assistant turn opened and the answer prefix appended."""
         opened = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return opened + answer_prefix
 
-    def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float) -> Any:
+    def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
+                      stopper: Any = None) -> Any:
         """Run ``model.generate`` and return only the new token ids (batch x new)."""
         import torch
+        from transformers import StoppingCriteriaList
 
+        extra = {"stopping_criteria": StoppingCriteriaList([stopper])} if stopper else {}
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
         with torch.inference_mode(), quiet_bnb_cast_log():
             out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      **(sampling or {"do_sample": False}))
+                                      **(sampling or {"do_sample": False}), **extra)
         return out[:, batch["input_ids"].shape[1]:]
 
     def _decode(self, new_ids: list[int], tokens_in: int) -> Generation:
@@ -171,6 +181,26 @@ class TextLLM:
             info["note"] = (f"torch dynamic int8 ({torch.backends.quantized.engine} engine): per-tensor int8 weights, "
                             "activations quantized per call with one scale shared by the whole batch")
         return info
+
+
+class _DoneCriteria:
+    """Per-item stopping: decode each unfinished item's new tokens and ask ``done``."""
+
+    def __init__(self, tokenizer: Any, batch: Any, done: Callable[[int, str], bool]):
+        self.tokenizer, self.done = tokenizer, done
+        self.start = batch["input_ids"].shape[1]
+        self.finished: dict[int, int] = {}  # item -> new tokens it had when it was done
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        for i in range(input_ids.shape[0]):
+            if i not in self.finished:
+                text = self.tokenizer.decode(input_ids[i, self.start:], skip_special_tokens=True)
+                if self.done(i, text):
+                    self.finished[i] = input_ids.shape[1] - self.start
+        flags = [i in self.finished for i in range(input_ids.shape[0])]
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
 
 def _import_torch() -> Any:

@@ -40,11 +40,19 @@ class OcrLlmBackend:
             import torch
 
             torch.manual_seed(self.seed)
+        prefixes = [prefix for _, prefix in rendered]
         outputs = self.llm.generate(
-            [messages for messages, _ in rendered], [prefix for _, prefix in rendered],
+            [messages for messages, _ in rendered], prefixes,
             max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+            done=lambda i, text: self._answered(prefixes[i] + text),
         )
         return [self._extraction(d, prefix, out) for d, (_, prefix), out in zip(docs, rendered, outputs)]
+
+    def _answered(self, text: str) -> bool:
+        """The answer so far closes its JSON object or already holds every field: stop generating."""
+        if "}" in text:
+            return True
+        return all(v is not None for v in parse_fields(text, list(self.fields)).fields.values())
 
     def _extraction(self, doc: DocInput, prefix: str, out: Any) -> Extraction:
         parsed = parse_fields(out.text, list(self.fields), prefix=prefix)
