@@ -27,6 +27,8 @@ def connect(spec: RaySpec) -> None:
         ray.init(**kwargs, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
                  log_to_driver=True, configure_logging=True)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # It says, once per run, that Ray's bars are off; ours replace them.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
