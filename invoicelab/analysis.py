@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from invoicelab.results import NO_PROMPT
 from invoicelab.stats import mcnemar_exact, paired_bootstrap
 
 GROUP = ["variant", "prompt"]
@@ -122,9 +121,9 @@ def summarize(df: pd.DataFrame, fields: list[str], timings: dict[str, dict[str, 
     if kind == "prompt":
         summary["prompt_tests"] = prompt_tests(df, fields, seed)
     if kind in ("quantization", "model") and rows:
-        for r in rows:  # against the first variant with the same prompt; prompt-less rows against the first row
-            same = [x for x in rows if x["prompt"] == r["prompt"]] if r["prompt"] != NO_PROMPT else []
-            ref = same[0] if same else rows[0]
+        first = [x for x in rows if x["variant"] == rows[0]["variant"]]
+        for r in rows:  # against the first variant, on the same prompt where it has that prompt
+            ref = next((x for x in first if x["prompt"] == r["prompt"]), first[0])
             r["delta_mean_vs_first"] = _plain(r["mean"] - ref["mean"])
     return summary
 
