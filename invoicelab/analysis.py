@@ -25,10 +25,9 @@ def _correct(df: pd.DataFrame, field: str) -> pd.Series:
     return df[f"match_{field}"].fillna(False).astype(bool).where(scored)
 
 
-def _model_correct(df: pd.DataFrame, field: str) -> pd.Series:
-    """Like ``_correct``, but a value taken from the fallback instead of the model counts as wrong."""
-    from_fallback = df["fallback_fields"].map(lambda x: x is not None and field in list(x))
-    return (_correct(df, field) == True) & ~from_fallback  # noqa: E712 - NaN stays False here
+def _from_fallback(df: pd.DataFrame, field: str) -> pd.Series:
+    """Per row: whether the field's value came from the fallback instead of the model."""
+    return df["fallback_fields"].map(lambda x: x is not None and field in list(x)).astype(bool)
 
 
 def field_accuracy(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
@@ -40,18 +39,17 @@ def field_accuracy(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
     out = {}
     for key, g in df.groupby(GROUP, sort=False):
         acc = {f: _correct(g, f).mean() for f in fields}
-        scored = sum(int(g[f"gt_{f}"].notna().sum()) for f in fields)
-        model_right = sum(int((_model_correct(g, f) & g[f"gt_{f}"].notna()).sum()) for f in fields)
-        fallback = sum(int((g["fallback_fields"].map(lambda x, f=f: x is not None and f in list(x))
-                            & g[f"gt_{f}"].notna()).sum()) for f in fields)
-        right = sum(int(_correct(g, f).sum()) for f in fields)
-        predicted = sum(int(g[f"pred_{f}"].fillna("").astype(str).str.strip().ne("").sum()) for f in fields)
         truth = sum(int(g[f"gt_{f}"].notna().sum()) for f in fields)
+        right = sum(int(_correct(g, f).sum()) for f in fields)
+        model_right = sum(int((_correct(g, f).fillna(False).astype(bool) & ~_from_fallback(g, f)).sum())
+                          for f in fields)
+        fallback = sum(int((_from_fallback(g, f) & g[f"gt_{f}"].notna()).sum()) for f in fields)
+        predicted = sum(int(g[f"pred_{f}"].fillna("").astype(str).str.strip().ne("").sum()) for f in fields)
         p, r = (right / predicted if predicted else 0.0), (right / truth if truth else 0.0)
         out[key] = {**acc, "mean": float(np.nanmean(list(acc.values()))) if truth else float("nan"),
                     "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                    "model_mean": model_right / scored if scored else float("nan"),
-                    "fallback_share": fallback / scored if scored else float("nan")}
+                    "model_mean": model_right / truth if truth else float("nan"),
+                    "fallback_share": fallback / truth if truth else float("nan")}
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=GROUP)
     return frame

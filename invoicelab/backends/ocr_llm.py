@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from invoicelab.backends.base import DocInput, Extraction
+from invoicelab.backends.rules import extract_rules
 from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
@@ -60,8 +61,6 @@ class OcrLlmBackend:
         invalid = [f for f, spec in self.fields.items() if not is_valid(values.get(f), spec)]
         fallback: list[str] = []
         if invalid and self.variant.fallback == "rules":
-            from invoicelab.backends.rules import extract_rules
-
             rules = extract_rules(doc.text, {f: self.fields[f] for f in invalid})
             fallback = [f for f in invalid if rules.get(f) is not None]
             values.update({f: rules[f] for f in fallback})
