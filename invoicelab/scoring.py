@@ -1,24 +1,34 @@
 """Field scoring: type-aware normalisation, validation and comparison of one predicted value with its truth.
 
 Each field's rule is data (a ``FieldSpec``: type, match, threshold, day_first, tolerance); this module
-applies it. Amounts become "1234.50", dates ISO "YYYY-MM-DD" (explicit patterns, no dateutil), currencies
-ISO codes, ids and text comparable strings. Every function here is pure: it never raises on a value,
-never reads files, never imports Ray or a model library, and never ``eval``s anything. A value that
+applies it. Amounts become "1234.50" and dates ISO "YYYY-MM-DD" (both read by ``invoicelab.normalize``),
+currencies ISO codes, ids and text comparable strings. Every function here is pure: it never raises on a
+value, never reads files, never imports Ray or a model library, and never ``eval``s anything. A value that
 cannot be read normalises to None.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import unicodedata
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import Decimal
 
 from rapidfuzz import fuzz
 
 from invoicelab.config import FieldSpec, FieldType
+from invoicelab.normalize import (
+    MONEY_SYMBOLS,
+    as_str,
+    format_amount,
+    normalize_amount,
+    normalize_date,
+    parse_amount,
+    parse_date,
+)
+
+__all__ = ["gt_value", "is_match", "is_valid", "normalize", "parse_amount", "parse_date", "score_field"]
 
 # ---------------------------------------------------------------- shared text helpers
 
@@ -33,181 +43,6 @@ def _fixpoint(step: Callable[[str], str], text: str, rounds: int = 8) -> str:
             break
         text = nxt
     return text
-
-
-def _as_str(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        return None if value != value or value in (float("inf"), float("-inf")) else repr(value)
-    if isinstance(value, str):
-        return value
-    try:
-        return str(value)
-    except ValueError:  # an int too long to print (Python's int_max_str_digits)
-        return None
-
-
-# ---------------------------------------------------------------- amounts
-
-_NUM_TOKEN = re.compile(r"[0-9]{1,3}(?:[ \u00a0\u202f'’][0-9]{3})+(?:[.,][0-9]+)?|[0-9][0-9.,]*")
-_SYMBOLS = "$€£¥₹₩฿₱₪₦₫₺₽"
-_TRAILING_CODE = re.compile(r"(?<![A-Za-z])[A-Za-z]{1,3}\.?$")  # "RM", "Rs.", "EUR" between a sign and digits
-_MINUS = ("-", "\u2212", "\u2013")
-_CENT = Decimal("0.01")
-
-
-def _decimal_string(token: str) -> str:
-    """"1,234.56" / "1.234,56" / "1 234,56" / "1,234" -> plain "1234.56"-style digits."""
-    token = re.sub(r"[^0-9.,]", "", token).rstrip(".,")
-    seps = [i for i, c in enumerate(token) if c in ".,"]
-    if not seps:
-        return token
-    last = seps[-1]
-    whole, frac = re.sub(r"[^0-9]", "", token[:last]), token[last + 1 :]
-    if len({token[i] for i in seps}) == 1:
-        groups_of_three = len(frac) == 3 and whole not in ("", "0")
-        if (len(seps) > 1 and len(frac) == 3) or (token[last] == "," and len(seps) == 1 and groups_of_three):
-            return whole + frac  # thousands separators only: "1,234", "1.234.567"
-    return f"{whole or '0'}.{frac}"
-
-
-def _is_negative(before: str, after: str) -> bool:
-    """A minus before the number (currency may stand between), parentheses around it, or a trailing minus."""
-    lead = before.rstrip().rstrip(_SYMBOLS).rstrip()
-    code = _TRAILING_CODE.search(lead[-5:])  # 5 > the longest code, so its left neighbour is in view
-    if code:
-        lead = lead[: len(lead) - len(code.group())].rstrip().rstrip(_SYMBOLS).rstrip()
-    if lead.endswith(_MINUS):
-        return True
-    return (lead.endswith("(") and ")" in after) or after.strip() in _MINUS
-
-
-def _format_amount(value: Decimal) -> str | None:
-    with localcontext() as ctx:
-        ctx.prec = 64
-        try:
-            cents = value.quantize(_CENT, rounding=ROUND_HALF_UP)
-        except InvalidOperation:
-            return None
-    return "0.00" if cents == 0 else f"{cents:f}"
-
-
-def parse_amount(value: object) -> Decimal | None:
-    """The number in an amount ("RM 1.234,50", "(12.00)", "$6,680.00", 279.84), or None if it has none."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = _as_str(value)
-        return None if text is None else _safe_decimal(text)
-    text = unicodedata.normalize("NFKC", _as_str(value) or "")
-    m = _NUM_TOKEN.search(text)
-    if not m:
-        return None
-    digits = _decimal_string(m.group())
-    if len(digits.partition(".")[0]) > 30:  # not an amount; also keeps Decimal arithmetic exact
-        return None
-    number = _safe_decimal(digits)
-    if number is not None and _is_negative(text[: m.start()], text[m.end() :]):
-        number = -number
-    return number
-
-
-def _safe_decimal(text: str) -> Decimal | None:
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def _normalize_amount(value: object) -> str | None:
-    number = parse_amount(value)
-    return None if number is None else _format_amount(number)
-
-
-# ---------------------------------------------------------------- dates
-
-_MONTHS = {
-    **{m: i for i, m in enumerate(
-        "january february march april may june july august september october november december".split(), 1)},
-    **{m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)},
-    "sept": 9,
-    # French, German, Dutch, Spanish names seen on European invoices
-    **{m: i for i, m in enumerate(
-        "janvier février mars avril mai juin juillet août septembre octobre novembre décembre".split(), 1)},
-    **{m: i for i, m in enumerate(
-        "januar februar märz april mai juni juli august september oktober november dezember".split(), 1)},
-    **{m: i for i, m in enumerate(
-        "januari februari maart april mei juni juli augustus september oktober november december".split(), 1)},
-    **{m: i for i, m in enumerate(
-        "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre".split(), 1)},
-    "fevrier": 2, "aout": 8, "decembre": 12, "marz": 3, "maerz": 3, "mrt": 3, "okt": 10, "mei": 5, "dez": 12,
-}
-_MONTH = "(" + "|".join(sorted(map(re.escape, _MONTHS), key=len, reverse=True)) + r")\.?"
-_YEAR = r"([0-9]{4}|[0-9]{2})(?![0-9])"
-_DAY = r"(?<![0-9])([0-9]{1,2})(?![0-9])(?:st|nd|rd|th|er)?"
-_NAME = r"(?<![^\W\d_])" + _MONTH + r"(?![^\W\d_])"  # a month name that is a whole word (or next to digits)
-_DATE_PATTERNS = (  # (pattern, order of the groups): y=year, m=month number, d=day, n=month name, a=ambiguous pair
-    (re.compile(r"(?<![0-9])([0-9]{4})[-/.]([0-9]{1,2})[-/.]([0-9]{1,2})(?![0-9])"), "ymd"),  # 2018-03-23
-    (re.compile(r"(?<![0-9])([0-9]{4})([0-9]{2})([0-9]{2})(?![0-9])"), "ymd"),  # 20180428
-    (re.compile(r"(?<![0-9])([0-9]{1,2})\s*([-/.])\s*([0-9]{1,2})\s*\2\s*" + _YEAR), "a"),  # 25/12/2018, 15-01-19
-    (re.compile(_DAY + r"[\s\-/.,]*(?:of\s+)?" + _NAME + r"[\s\-/.,']*" + _YEAR), "dny"),  # 06 JAN 2018
-    (re.compile(_NAME + r"[\s\-/.]*" + _DAY + r"[\s,\-/.']*" + _YEAR), "ndy"),  # March 5, 2024; Feb13/20
-    (re.compile(r"(?<![0-9])([0-9]{4})[\s\-/.]*" + _NAME + r"[\s\-/.]*" + _DAY), "ynd"),  # 2024 Mar 05
-)
-
-
-def _make_date(year: int, month: int, day: int, two_digit_year: bool) -> dt.date | None:
-    if two_digit_year:
-        year += 2000
-    if not 1900 <= year <= 2199:
-        return None
-    try:
-        return dt.date(year, month, day)
-    except ValueError:
-        return None
-
-
-def _date_from_match(m: re.Match, order: str, day_first: bool) -> dt.date | None:
-    g = m.groups()
-    if order == "a":  # 03/04/2020: day_first decides; the other reading if that one is impossible
-        first, second, year = int(g[0]), int(g[2]), g[3]
-        readings = [(second, first), (first, second)] if day_first else [(first, second), (second, first)]
-        for month, day in readings:
-            found = _make_date(int(year), month, day, len(year) == 2)
-            if found:
-                return found
-        return None
-    parts = dict(zip(order, g))
-    month = _MONTHS[parts["n"].casefold()] if "n" in parts else int(parts["m"])
-    return _make_date(int(parts["y"]), month, int(parts["d"]), len(parts["y"]) == 2)
-
-
-def parse_date(value: object, day_first: bool = False) -> dt.date | None:
-    """The date in a text ("25/12/2018", "06 JAN 2018", "Feb13/20", "20180428", ...), or None.
-
-    Args:
-        value: The text (or anything with a text form).
-        day_first: Read ambiguous numeric dates (03/04/2020) as day/month.
-
-    Returns:
-        The earliest date found in the text; two-digit years are 20YY.
-    """
-    text = unicodedata.normalize("NFKC", _as_str(value) or "").casefold()
-    best: tuple[int, dt.date] | None = None
-    for pattern, order in _DATE_PATTERNS:
-        for m in pattern.finditer(text):
-            if best is not None and m.start() >= best[0]:
-                break
-            found = _date_from_match(m, order, day_first)
-            if found:
-                best = (m.start(), found)
-                break
-    return best[1] if best else None
-
-
-def _normalize_date(value: object, spec: FieldSpec) -> str | None:
-    found = parse_date(value, spec.day_first)
-    return found.isoformat() if found else None
 
 
 # ---------------------------------------------------------------- currencies
@@ -228,7 +63,7 @@ _CURRENCY_ALIASES = {
     "ZŁ": "PLN", "ZLOTY": "PLN", "KČ": "CZK", "₺": "TRY", "₽": "RUB", "₫": "VND", "₪": "ILS", "₦": "NGN",
     "RP": "IDR", "RUPIAH": "IDR",
 }
-_CURRENCY_PIECE = re.compile(r"[^\W\d_]+\$?|[" + re.escape(_SYMBOLS) + "]")
+_CURRENCY_PIECE = re.compile(r"[^\W\d_]+\$?|[" + re.escape(MONEY_SYMBOLS) + "]")
 
 
 def _currency_in(text: str) -> str | None:
@@ -250,7 +85,7 @@ def _clean_upper(text: str) -> str:
 
 
 def _normalize_currency(value: object) -> str | None:
-    text = _fixpoint(_clean_upper, _as_str(value) or "")
+    text = _fixpoint(_clean_upper, as_str(value) or "")
     if not text:
         return None
     bare = text.strip(" :")
@@ -292,11 +127,11 @@ def _is_edge_junk(char: str) -> bool:
 
 
 def _normalize_id(value: object) -> str | None:
-    return _fixpoint(_id_step, _as_str(value) or "") or None
+    return _fixpoint(_id_step, as_str(value) or "") or None
 
 
 def _normalize_text(value: object) -> str | None:
-    return _fixpoint(_text_step, _as_str(value) or "") or None
+    return _fixpoint(_text_step, as_str(value) or "") or None
 
 
 # ---------------------------------------------------------------- the public rules
@@ -315,9 +150,9 @@ def normalize(value: str | float | int | None, spec: FieldSpec) -> str | None:
         Normalising a normalised value returns it unchanged.
     """
     if spec.type == FieldType.amount:
-        return _normalize_amount(value)
+        return normalize_amount(value)
     if spec.type == FieldType.date:
-        return _normalize_date(value, spec)
+        return normalize_date(value, spec.day_first)
     if spec.type == FieldType.currency:
         return _normalize_currency(value)
     if spec.type == FieldType.id:
@@ -341,7 +176,7 @@ def is_valid(value: str | None, spec: FieldSpec) -> bool:
 
 
 def _is_blank(value: object) -> bool:
-    text = _as_str(value)
+    text = as_str(value)
     return text is None or not text.strip()
 
 
@@ -356,7 +191,7 @@ def _amounts_equal(pred: object, gt: object, spec: FieldSpec) -> bool | None:
     a, b = parse_amount(pred), parse_amount(gt)
     if a is None or b is None:
         return None
-    a, b = Decimal(_format_amount(a) or "NaN"), Decimal(_format_amount(b) or "NaN")
+    a, b = Decimal(format_amount(a) or "NaN"), Decimal(format_amount(b) or "NaN")
     return bool(abs(a - b) <= Decimal(repr(spec.tolerance)))
 
 
@@ -377,7 +212,7 @@ def score_field(pred: object, gt: object, spec: FieldSpec) -> float | None:
     if _is_blank(pred):
         return 0.0
     if spec.match == "exact":
-        return float(_as_str(pred).strip() == _as_str(gt).strip())
+        return float(as_str(pred).strip() == as_str(gt).strip())
     if spec.match == "fuzzy":
         return fuzz.ratio(_comparable(pred, spec) or "", _comparable(gt, spec) or "") / 100.0
     if spec.type == FieldType.amount:
@@ -413,5 +248,5 @@ def gt_value(record_fields: dict | None, record_normalized: dict | None, name: s
         value = record_fields.get(key)
     if isinstance(value, (dict, list)):
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    text = _as_str(value)
+    text = as_str(value)
     return (text.strip() or None) if text is not None else None

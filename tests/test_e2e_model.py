@@ -63,6 +63,20 @@ def test_the_model_really_generated_and_was_scored(run):
     assert info["backend"] == "ocr-llm" and "float32" in json.dumps(info)
 
 
+def test_the_model_itself_answers_and_gets_fields_right(run):
+    # The tests above hold even if every model row is an error; this one does not. SmolLM2 fp32 gets
+    # 38-88% per field on synthetic invoices, so on 4 of them most rows parse and some field is right.
+    _, df = run
+    llm = df[df["variant"] == "smol-fp32"]
+    answered = llm["error"].isna()
+    assert answered.mean() >= 0.5, llm["error"].tolist()
+    model_only = {}  # correct values the model produced itself (not an error row, not a fallback)
+    for field in FIELDS:
+        own = answered & ~llm["fallback_fields"].map(lambda x, f=field: x is not None and f in list(x)).astype(bool)
+        model_only[field] = float((llm[f"match_{field}"].fillna(False).astype(bool) & own).mean())
+    assert max(model_only.values()) > 0, (model_only, llm["raw_output"].tolist())
+
+
 def test_rules_baseline_reads_the_ocr_text(run):
     _, df = run
     rules = df[df["variant"] == "rules"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -361,9 +360,9 @@ def test_date_round_trips_through_common_renderings(day):
 
 
 @pytest.mark.parametrize("spec", ALL_TYPES, ids=lambda s: f"{s.type.value}{'-dmy' if s.day_first else ''}")
-def test_100kb_garbage_is_fast(spec):
+def test_100kb_garbage_normalizes_and_matches_itself(spec):
+    # How fast this runs is measured by benchmarks/scoring_garbage.py, not asserted here.
     garbage = ("1-1 jan 12,5 $ (RM) " * 5000) + "1" + " " * 20_000 + "x" * 5
-    start = time.perf_counter()
-    normalize(garbage, spec)
-    score_field(garbage, garbage, spec)
-    assert time.perf_counter() - start < 2.0
+    once = normalize(garbage, spec)
+    assert once is None or (isinstance(once, str) and normalize(once, spec) == once)
+    assert score_field(garbage, garbage, spec) == 1.0
