@@ -1,4 +1,4 @@
-"""The command line: ``invoicelab run | generate | schema | show``.
+"""The command line: ``invoicelab run | plan | generate | schema | show``.
 
 Parses arguments into typed config objects and hands them to library functions; the only place
 that calls ``sys.exit``. Exit codes: 0 done, 2 bad config or dataset (nothing started), 1 other.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from invoicelab.config import ConfigError, SyntheticSpec, json_schema, load_experiment
+from invoicelab.config import ConfigError, SyntheticSpec, json_schema, load_experiment, parse_experiment
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -26,17 +26,38 @@ def main() -> None:
     """invoicelab: which model, quantization, prompt and batch size extract invoice fields best."""
 
 
+def _load(config: Path | None, resume: Path | None, overrides: list[str], address: str | None):
+    """The experiment of CONFIG, or the one a run folder was started with (``--resume``)."""
+    extra = [f"ray.address={address}"] if address else []
+    if resume is not None:
+        saved = resume / "experiment.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {resume}: no experiment.json in it (not a run folder)")
+        data = json.loads(saved.read_text(encoding="utf-8"))
+        data["output_dir"] = str(resume.resolve())
+        return parse_experiment(data, overrides + extra)
+    if config is None:
+        raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
+    return load_experiment(config, overrides + extra)
+
+
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
               help="Override a config field, e.g. --set variants.0.batch_size=8 (repeatable).")
 @click.option("--address", default=None, help="Ray cluster to join (default: start a local one).")
-def run(config: Path, overrides: tuple[str, ...], address: str | None) -> None:
-    """Run the experiment in CONFIG and print its accuracy table."""
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Finish the run in this folder (after a crash or a kill): computes only the missing rows.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (see `invoicelab plan`) and start nothing.")
+def run(config: Path | None, overrides: tuple[str, ...], address: str | None, resume: Path | None,
+        dry_run: bool) -> None:
+    """Run the experiment in CONFIG (rows already in the result store are not computed again)."""
     from invoicelab.data.documents import DatasetError
 
+    if dry_run:
+        return _plan(config, resume, list(overrides), address)
     try:
-        exp = load_experiment(config, list(overrides) + ([f"ray.address={address}"] if address else []))
+        exp = _load(config, resume, list(overrides), address)
         from invoicelab.orchestrator.pipeline import run_experiment
         from invoicelab.report import make_console, show, write_summary
 
@@ -49,7 +70,35 @@ def run(config: Path, overrides: tuple[str, ...], address: str | None) -> None:
     except (ConfigError, DatasetError) as err:
         _fail(str(err))
     show(result.summary, console)
-    console.print(f"results: {result.results}\nsummary: {path}\nrun time: {result.summary['run_s']:.1f} s")
+    console.print(f"results: {result.results}/  ({result.summary['computed_rows']} rows computed, "
+                  f"{result.summary['reused_rows']} reused from earlier runs)\nsummary: {path}\n"
+                  f"run time: {result.summary['run_s']:.1f} s")
+
+
+@main.command("plan")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config field.")
+@click.option("--address", default=None, help="Ray cluster to plan for (default: a local one).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Plan the rest of the run in this folder.")
+def plan_cmd(config: Path | None, overrides: tuple[str, ...], address: str | None, resume: Path | None) -> None:
+    """Print what a run would do: rows to compute and already stored, resources, whether they fit."""
+    _plan(config, resume, list(overrides), address)
+
+
+def _plan(config: Path | None, resume: Path | None, overrides: list[str], address: str | None) -> None:
+    from invoicelab.data.documents import DatasetError
+
+    try:
+        exp = _load(config, resume, overrides, address)
+        from invoicelab.orchestrator.describe import describe
+
+        lines, ok = describe(exp)
+    except (ConfigError, DatasetError) as err:
+        _fail(str(err))
+    click.echo("\n".join(lines))
+    if not ok:
+        sys.exit(2)
 
 
 @main.command()
@@ -102,14 +151,14 @@ def show_run(run_dir: Path) -> None:
 
 
 class _RichProgress:
-    """One progress bar per pipeline stage."""
+    """One progress bar per stage (the page stage and each variant), all moving at once."""
 
     def __init__(self, console):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bars = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), console=console, transient=False)
-        self.task = None
+        self.tasks: dict[str, object] = {}
 
     def __enter__(self):
         self.bars.__enter__()
@@ -118,11 +167,11 @@ class _RichProgress:
     def __exit__(self, *exc):
         return self.bars.__exit__(*exc)
 
-    def stage(self, name: str, total: int) -> None:
-        self.task = self.bars.add_task(name, total=total)
+    def add(self, name: str, total: int, done: int = 0) -> None:
+        self.tasks[name] = self.bars.add_task(name, total=total, completed=done)
 
-    def advance(self, n: int) -> None:
-        self.bars.advance(self.task, n)
+    def advance(self, name: str, n: int) -> None:
+        self.bars.advance(self.tasks[name], n)
 
 
 if __name__ == "__main__":

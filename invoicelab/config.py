@@ -123,8 +123,42 @@ class ResourceSpec(Strict):
     """What each actor of a variant's pool reserves, and how many actors it has."""
 
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch in the actor uses this many threads.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0 on CPU machines).")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per actor (0 on CPU machines). Fractions (0.5) let actors share one GPU; "
+        "whole numbers give each actor GPUs of its own. The model goes on the GPU Ray assigned to the actor."
+    )
     actors: int = Field(1, ge=1, description="Actors in the variant's pool (each loads the model once).")
+    accelerator_type: str | None = Field(
+        None, description="Only place actors on nodes with this accelerator type (Ray's names: 'H100', 'L4', 'A10G')."
+    )
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per actor, e.g. {spot_gpu: 1} (nodes must declare them)."
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if v < 0 or k in ("CPU", "GPU", "memory")}
+        if bad:
+            raise ValueError(f"custom resources must be >= 0 and not CPU/GPU/memory (use num_cpus/num_gpus): {bad}")
+        return value
+
+
+class FaultSpec(Strict):
+    """How a pool deals with workers that die or hang: all bounded, so a bad document cannot hang a run."""
+
+    max_restarts: int = Field(
+        10, ge=0, le=1000, description="Times each actor is restarted after its process died (out-of-memory, segfault)."
+    )
+    max_retries: int = Field(
+        1, ge=0, le=10,
+        description="A batch whose worker died is split in halves and retried; a single document is retried this "
+        "many times before it becomes an error row. The rest of its batch still succeeds.",
+    )
+    batch_timeout_s: float | None = Field(
+        None, gt=0, description="A batch running longer than this is abandoned (its actor is restarted) and its "
+        "documents become error rows. None: no limit.",
+    )
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8-dynamic", "bnb-int8", "bnb-nf4")
@@ -139,10 +173,15 @@ class VariantSpec(Strict):
         None,
         description="Model source: a Hugging Face id, a local folder, or the bundled 'smollm2-135m-instruct'.",
     )
+    revision: str | None = Field(
+        None, description="Hugging Face models: the commit to load. Default: the commit the driver's local Hugging "
+        "Face cache holds for the id, resolved once and sent to every actor so all nodes load the same weights.",
+    )
     precision: str = Field("fp32", description=f"Weights precision/quantization: one of {', '.join(PRECISIONS)}.")
     batch_size: int = Field(4, ge=1, le=4096, description="Documents per model call.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Per-actor resources and pool size.")
+    faults: FaultSpec = Field(default_factory=FaultSpec, description="Restarts, retries and timeouts of the pool.")
     ocr: OcrSpec = Field(default_factory=OcrSpec, description="OCR settings for text backends.")
     fallback: Literal["rules", "none"] = Field(
         "rules",
@@ -208,7 +247,15 @@ class Experiment(Strict):
     page_stage: ResourceSpec = Field(
         default_factory=ResourceSpec, description="Resources of the page-loading/OCR stage's actor pool."
     )
-    base_dir: str = Field(".", description="Folder that relative paths are read from (default: the working directory).")
+    page_faults: FaultSpec = Field(default_factory=FaultSpec, description="Restarts, retries and timeouts of the page stage.")
+    store: str | None = Field(
+        None, description="Folder of earlier runs whose result rows this run may reuse when their content key matches "
+        "(same document bytes, OCR setting, prompt text, model identity and fields). Default: the output folder's parent.",
+    )
+    base_dir: str = Field(
+        ".", description="Folder that relative input paths (dataset.path, prompts_dir) are read from. Set by "
+        "`invoicelab run` to the config file's folder; output_dir stays relative to the working directory.",
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -229,13 +276,28 @@ class Experiment(Strict):
         return self
 
     def resolve(self, path: str) -> Path:
-        """A path from the config, relative to the config's folder."""
+        """An input path from the config, relative to the config's folder (``base_dir``)."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else (Path(self.base_dir) / p)
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def resolve_uri(self, path: str) -> str:
+        """An input location as a URI string: ``s3://...`` and other URIs as given, local paths made absolute."""
+        return path if is_uri(path) else str(self.resolve(path))
 
     @property
     def out_path(self) -> Path:
-        return self.resolve(self.output_dir.format(name=self.name))
+        """The run's output folder (relative to the working directory, like any command's output)."""
+        return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
+
+    @property
+    def store_path(self) -> Path:
+        """Where earlier runs' result datasets are looked up for reuse."""
+        return Path(self.store).expanduser().resolve() if self.store else self.out_path.parent
+
+
+def is_uri(path: str) -> bool:
+    """Whether ``path`` names a location by scheme (``s3://bucket/key``, ``gs://``, ``file://``)."""
+    return "://" in path and not Path(path).exists()
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -319,6 +381,8 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if isinstance(data, dict) and "base_dir" not in data:
+        data = {**data, "base_dir": str(path.resolve().parent)}
     return parse_experiment(data, overrides=overrides)
 
 

@@ -75,9 +75,9 @@ def show(summary: dict[str, Any], console: Console | None = None) -> None:
     console.print(accuracy_table(summary))
     if summary["kind"] == "prompt":
         console.print(prompt_test_table(summary))
-    docs = summary["documents"]
-    for engine, seconds in summary.get("page_stage_s", {}).items():
-        console.print(f"  pages ({engine}): {seconds:.1f} s wall for {docs} documents ({seconds / docs:.2f} s/doc)")
     for name, t in summary.get("timings", {}).items():
-        console.print(f"  {name}: {t['rows']} rows in {t['wall_s']:.1f} s wall "
+        if "rows" not in t:  # a page stage
+            console.print(f"  {name}: {t['wall_s']:.1f} s wall")
+            continue
+        console.print(f"  {name}: {t['rows']} rows computed in {t['wall_s']:.1f} s wall "
                       f"({t['wall_docs_per_s']:.2f} rows/s incl. start-up), {t['filled']} filled as errors")

@@ -1,7 +1,8 @@
 """The result table: one row per (document, variant, prompt), as an Arrow schema.
 
-Every stage that produces results builds rows with ``result_row`` and tables with
-``to_table`` so that all batches share one schema and concatenate into one Parquet file.
+Every stage that produces results builds tables with ``to_table`` so that all batches share one
+schema and form one Parquet dataset (see ``invoicelab.store``). ``key`` is the row's content key
+(``invoicelab.identity.row_key``); ``node_id``, ``gpu_ids`` and ``worker`` say where it was computed.
 Per-field columns are ``pred_<f>``, ``gt_<f>``, ``score_<f>`` and ``match_<f>``. This module
 never imports Ray or a model.
 """
@@ -9,17 +10,17 @@ never imports Ray or a model.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 NO_PROMPT = "none"
 """The prompt column of backends that take no prompt (rules, fake)."""
 
 BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()),
     ("doc_id", pa.string()),
+    ("doc_sha256", pa.string()),
     ("file", pa.string()),
     ("variant", pa.string()),
     ("backend", pa.string()),
@@ -39,6 +40,9 @@ BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("error", pa.string()),
     ("error_stage", pa.string()),
     ("backend_info", pa.string()),
+    ("node_id", pa.string()),
+    ("gpu_ids", pa.list_(pa.string())),
+    ("worker", pa.string()),
 ]
 
 
@@ -68,36 +72,3 @@ def to_table(rows: list[dict[str, Any]], fields: Sequence[str]) -> pa.Table:
 def error_row(base: dict[str, Any], error: str, stage: str) -> dict[str, Any]:
     """A result row for a document that produced no prediction."""
     return {**base, "error": error, "error_stage": stage, "fallback_fields": []}
-
-
-class ResultSink:
-    """Streams result tables into one Parquet file, keeping each (doc, variant, prompt) once.
-
-    Only the keys stay in memory. The file is written under a temporary name and renamed on
-    ``close``, so a crashed run never leaves a truncated results.parquet behind.
-    """
-
-    def __init__(self, path: Path, fields: Sequence[str]):
-        self.path, self.fields = Path(path), list(fields)
-        self.tmp = self.path.with_name(self.path.name + ".partial")
-        self.schema = schema(self.fields)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema)
-        self.seen: set[tuple[str, str, str]] = set()
-        self.duplicates = 0
-
-    def add(self, table: pa.Table) -> int:
-        """Write the rows not seen before; returns how many were new."""
-        keep = []
-        for i, k in enumerate(zip(*(table.column(c).to_pylist() for c in ("doc_id", "variant", "prompt")))):
-            if k not in self.seen:
-                self.seen.add(k)
-                keep.append(i)
-        self.duplicates += table.num_rows - len(keep)
-        if keep:
-            self.writer.write_table(table.select(self.schema.names).cast(self.schema).take(keep))
-        return len(keep)
-
-    def close(self) -> Path:
-        self.writer.close()
-        self.tmp.replace(self.path)
-        return self.path

@@ -87,5 +87,6 @@ def test_a_variant_that_cannot_start_becomes_error_rows(ray_cluster, tmp_path):
     df = rows(result)
     broken = df[df["variant"] == "broken"]
     assert len(broken) == 4 and broken["error"].str.contains("no_such_option").all()
-    assert (broken["error_stage"] == "pipeline").all()
+    assert broken["error"].str.startswith("variant failed to load: ValueError").all()
+    assert (broken["error_stage"] == "load").all()
     assert df[df["variant"] == "echo"]["error"].isna().all()

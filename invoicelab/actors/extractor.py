@@ -1,15 +1,18 @@
-"""The per-variant stage: a plain callable class that Ray Data runs as an actor pool.
+"""The per-variant stage: a plain callable class that a Ray actor of the variant's pool wraps.
 
-Each instance loads one variant's backend once, then turns batches of documents into result
-rows for each prompt: it calls the backend, applies the error policy (a failed batch becomes
-error rows, never a crash), and scores every field. It imports no Ray, so it runs and is tested
-in a plain loop too; ``invoicelab.actors.ray_actors`` adds the Ray-specific set-up.
+Each instance loads one variant's backend once, then turns page rows into result rows for the
+(document, prompt) pairs it is asked for: it calls the backend, applies the error policy (a failed
+batch becomes error rows, never a crash; a model that cannot load makes every row an error row
+with the reason), and scores every field. Prompts and the model's pinned identity come from the
+driver; nothing is re-resolved here. It imports no Ray, so it runs and is tested in a plain loop
+too; ``invoicelab.actors.ray_actors`` adds the Ray-specific set-up.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from typing import Any
 
 import pyarrow as pa
@@ -17,16 +20,24 @@ import pyarrow as pa
 from invoicelab.backends import create_backend
 from invoicelab.backends.base import DocInput, Extraction
 from invoicelab.config import Experiment, FieldSpec, VariantSpec
-from invoicelab.prompts import Prompt, load_prompt
+from invoicelab.prompts import Prompt
 from invoicelab.results import NO_PROMPT, error_row, to_table
 from invoicelab.scoring import gt_value, is_match, score_field
 
+Todo = tuple[str, str, str]
+"""(doc_id, prompt id or ``NO_PROMPT``, row key): one result row to compute."""
+
 
 def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, fields: dict[str, FieldSpec],
-             info: str = "") -> dict[str, Any]:
-    """The columns of a result row that do not depend on the model's answer (ground truth included)."""
+             info: str = "", key: str = "", where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The columns of a result row that do not depend on the model's answer (ground truth included).
+
+    Args:
+        where: ``node_id``, ``gpu_ids`` and ``worker`` of the process computing the row.
+    """
     gt_fields, gt_norm = json.loads(doc.get("fields_json") or "{}"), json.loads(doc.get("normalized_json") or "{}")
     row = {
+        "key": key or None, "doc_sha256": doc.get("doc_sha256") or None, **(where or {}),
         "doc_id": doc["doc_id"], "file": doc.get("path", ""), "variant": variant.name, "backend": variant.backend,
         "model": variant.model or "", "precision": variant.precision if variant.backend == "ocr-llm" else "",
         "prompt": prompt.id if prompt else NO_PROMPT, "prompt_version": prompt.version if prompt else 0,
@@ -39,33 +50,48 @@ def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, f
 
 
 class Extractor:
-    """Runs one variant over batches of documents (pyarrow tables of the page stage).
+    """Runs one variant over page rows (pyarrow tables of the page stage).
 
     Args:
-        experiment_json: The experiment, as ``Experiment.model_dump_json()``.
+        experiment_json: The experiment, as ``Experiment.model_dump_json()`` (model revisions pinned).
         variant_name: Which of its variants this instance runs.
+        prompts: Prompt id -> the prompt's fields (``dataclasses.asdict``), as the driver read them.
         num_threads: Threads the model may use (None: library default).
+        device: Where the model goes: ``"cpu"``, or ``"cuda"`` (the GPU Ray assigned to this process).
+        where: ``node_id``, ``gpu_ids`` and ``worker`` recorded in every row.
     """
 
-    def __init__(self, experiment_json: str, variant_name: str, num_threads: int | None = None):
+    def __init__(self, experiment_json: str, variant_name: str, prompts: dict[str, dict[str, Any]],
+                 num_threads: int | None = None, device: str = "cpu", where: dict[str, Any] | None = None):
         self.exp = Experiment.model_validate_json(experiment_json)
         self.variant = next(v for v in self.exp.variants if v.name == variant_name)
         self.fields = self.exp.fields
-        self.backend = create_backend(self.variant, self.fields, num_threads, self.exp.seed)
-        self.info = json.dumps(self.backend.info(), default=str, sort_keys=True)
-        self.prompts: list[Prompt | None] = [None]
-        if self.backend.uses_prompt:
-            self.prompts = [load_prompt(p, self.exp.prompts_dir) for p in self.exp.prompts]
+        self.where = where or {}
+        self.prompts: dict[str, Prompt | None] = {pid: Prompt(**p) for pid, p in prompts.items()}
+        self.prompts[NO_PROMPT] = None
+        self.backend, self.load_error, self.info = None, "", ""
+        try:
+            self.backend = create_backend(self.variant, self.fields, num_threads, self.exp.seed, device=device)
+            self.info = json.dumps(self.backend.info(), default=str, sort_keys=True)
+        except Exception as err:  # noqa: BLE001 - a model that cannot load is this variant's error rows
+            self.load_error = f"variant failed to load: {type(err).__name__}: {err}"
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        docs = batch.to_pylist()
+    def __call__(self, pages: pa.Table, todo: list[Todo]) -> pa.Table:
+        """Result rows for each (document, prompt) in ``todo``, from the documents' page rows."""
+        docs = {row["doc_id"]: row for row in pages.to_pylist()}
+        by_prompt: dict[str, list[tuple[dict[str, Any], str]]] = defaultdict(list)
+        for doc_id, prompt_id, key in todo:
+            by_prompt[prompt_id].append((docs[doc_id], key))
         rows: list[dict[str, Any]] = []
-        for prompt in self.prompts:
-            rows += self._run_prompt(docs, prompt)
+        for prompt_id, items in by_prompt.items():
+            rows += self._run_prompt(items, self.prompts[prompt_id])
         return to_table(rows, list(self.fields))
 
-    def _run_prompt(self, docs: list[dict[str, Any]], prompt: Prompt | None) -> list[dict[str, Any]]:
-        bases = [row_base(d, self.variant, prompt, self.fields, self.info) for d in docs]
+    def _run_prompt(self, items: list[tuple[dict[str, Any], str]], prompt: Prompt | None) -> list[dict[str, Any]]:
+        docs = [d for d, _ in items]
+        bases = [row_base(d, self.variant, prompt, self.fields, self.info, k, self.where) for d, k in items]
+        if self.load_error:
+            return [error_row(b, self.load_error, "load") for b in bases]
         bad = [error_row(b, d["error"], d.get("error_stage") or "input") for b, d in zip(bases, docs) if d["error"]]
         todo = [(b, d) for b, d in zip(bases, docs) if not d["error"]]
         if not todo:

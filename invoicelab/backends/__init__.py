@@ -31,6 +31,6 @@ def backend_class(name: str) -> type:
 
 
 def create_backend(variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
-                   seed: int = 0) -> Any:
-    """Build (and load) the backend of a variant."""
-    return backend_class(variant.backend)(variant, fields, num_threads, seed)
+                   seed: int = 0, device: str = "cpu") -> Any:
+    """Build (and load) the backend of a variant on ``device`` ("cpu" or "cuda")."""
+    return backend_class(variant.backend)(variant, fields, num_threads, seed, device=device)

@@ -59,7 +59,9 @@ class Backend(Protocol):
 
     uses_prompt: bool
 
-    def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None, seed: int): ...
+    def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None, seed: int,
+                 device: str = "cpu"):
+        """Load the model once, on ``device`` (``"cpu"``, or ``"cuda"``: the GPU Ray assigned to the actor)."""
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
         """One Extraction per document, in order. May raise; the caller turns that into error rows."""

@@ -19,7 +19,7 @@ class RulesBackend:
     uses_prompt = False
 
     def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, device: str = "cpu"):
         self.fields = fields
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:

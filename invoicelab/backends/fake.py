@@ -9,12 +9,17 @@ test can predict them. Options (``variant.options``):
 - ``wrong_rate``: fraction with every value altered; a number, or a mapping prompt id -> number.
 - ``delay_s``: seconds to sleep per batch (to make throughput measurable).
 - ``crash_on``: doc ids whose batch raises an exception (the whole batch fails).
+- ``kill_on``: doc ids whose batch kills the worker process itself (SIGKILL), as a segfault or an
+  out-of-memory kill would: for testing that the orchestrator isolates such a document.
+- ``hang_on``: doc ids whose batch sleeps ``hang_s`` seconds (default 3600): for batch timeouts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -23,7 +28,7 @@ from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
 
-_KNOWN = {"error_rate", "garbage_rate", "wrong_rate", "delay_s", "crash_on"}
+_KNOWN = {"error_rate", "garbage_rate", "wrong_rate", "delay_s", "crash_on", "kill_on", "hang_on", "hang_s"}
 
 
 def draw(*parts: object) -> float:
@@ -38,7 +43,7 @@ class FakeBackend:
     uses_prompt = True
 
     def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, device: str = "cpu"):
         unknown = set(variant.options) - _KNOWN
         if unknown:
             raise ValueError(f"fake backend: unknown options {sorted(unknown)}; available: {sorted(_KNOWN)}")
@@ -66,6 +71,10 @@ class FakeBackend:
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
         ids = {d.doc_id for d in docs}
+        if ids & set(self.opts.get("kill_on", [])):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if ids & set(self.opts.get("hang_on", [])):
+            time.sleep(float(self.opts.get("hang_s", 3600)))
         if ids & set(self.opts.get("crash_on", [])):
             raise RuntimeError(f"fake: injected crash on a batch of {len(docs)} documents")
         if self.opts.get("delay_s"):

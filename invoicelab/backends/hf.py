@@ -49,7 +49,8 @@ class Generation:
 class TextLLM:
     """A causal language model loaded once through transformers, generating chat answers in batches."""
 
-    def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto"):
+    def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto",
+                 revision: str | None = None):
         """Load the tokenizer and the model at the asked precision.
 
         Args:
@@ -59,6 +60,7 @@ class TextLLM:
             num_threads: CPU threads for torch (``torch.set_num_threads``, process-wide); None keeps
                 torch's default.
             device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda[:n]"``.
+            revision: The Hugging Face commit to load (ids only; pinned by the driver).
 
         Raises:
             ValueError: unknown precision.
@@ -75,8 +77,8 @@ class TextLLM:
         self.source, self.precision = source, precision
         self.device = pick_device(device)
         self.path = resolve_model(source)
-        self.tokenizer = load_tokenizer(self.path)
-        self.model = load_model(self.path, precision, self.device)
+        self.tokenizer = load_tokenizer(self.path, revision)
+        self.model = load_model(self.path, precision, self.device, revision)
         check_loaded(self.model, precision)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.load_seconds = time.perf_counter() - start
@@ -239,23 +241,27 @@ def pick_device(device: str) -> str:
     return device
 
 
-def load_tokenizer(path: str) -> Any:
+def load_tokenizer(path: str, revision: str | None = None) -> Any:
     """The model's tokenizer, set to pad on the left (and given a pad token if it has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, **_pinned(revision))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(path: str, precision: str, device: str) -> Any:
+def _pinned(revision: str | None) -> dict[str, str]:
+    return {"revision": revision} if revision and revision != "unresolved" else {}
+
+
+def load_model(path: str, precision: str, device: str, revision: str | None = None) -> Any:
     """Load the causal LM at a precision on a device, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"device_map": {"": device}}
+    kwargs: dict[str, Any] = {"device_map": {"": device}, **_pinned(revision)}
     if precision in FLOAT_DTYPES:
         dtype = getattr(torch, FLOAT_DTYPES[precision])
         probe_dtype(dtype, device)

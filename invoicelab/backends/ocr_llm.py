@@ -24,12 +24,13 @@ class OcrLlmBackend:
     uses_prompt = True
 
     def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, device: str = "cpu"):
         from invoicelab.backends.hf import TextLLM
         from invoicelab.backends.models import resolve_model
 
         self.variant, self.fields, self.seed = variant, fields, seed
-        self.llm = TextLLM(resolve_model(variant.model), precision=variant.precision, num_threads=num_threads)
+        self.llm = TextLLM(resolve_model(variant.model), precision=variant.precision, num_threads=num_threads,
+                           device=device, revision=variant.revision)
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
         if prompt is None:

@@ -9,7 +9,9 @@ import ray
 
 from invoicelab.config import RaySpec
 
-_PASSED_ENV = ("INVOICELAB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_PASSED_ENV = ("INVOICELAB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AWS_ENDPOINT_URL",
+               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
+"""Variables the workers need as the driver has them: caches, offline mode, object-storage credentials."""
 
 
 def connect(spec: RaySpec) -> None:

@@ -1,138 +1,355 @@
-"""Running an experiment: pages once per text setting, then one actor pool per variant.
+"""Running an experiment: plan, then one page pool and one pool per variant, all at once.
 
-The driver lists documents (never their pixels), streams them through Ray Data, and streams the
-result rows into one Parquet file. After each stage it checks that every expected
-(document, variant, prompt) row arrived exactly once; a row that did not (a variant that could
-not start, a lost batch) is written as an error row with the reason, so nothing is silently lost.
+The driver lists documents (ids, locations, ground truth; never their bytes), plans which rows
+are missing from the result store, and then only moves object refs and counters: page batches
+go from the page pool to every variant pool that needs them as soon as they are ready (OCR and
+inference overlap), variant results go to the writer on the driver's node as atomic Parquet
+parts. Variants run concurrently on their own reservations and queue behind each other in Ray's
+scheduler when the cluster is full. At the end every expected (document, variant, prompt) row is
+in the run's dataset exactly once; a row that never came is written as an error row saying so.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import pandas as pd
 import pyarrow as pa
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from invoicelab import store
 from invoicelab.actors.extractor import row_base
-from invoicelab.actors.pages import TextSetting
-from invoicelab.actors.ray_actors import ExtractorActor, PageActor
-from invoicelab.analysis import summarize
-from invoicelab.backends import backend_class
-from invoicelab.config import Experiment, VariantSpec
-from invoicelab.data.documents import Document
+from invoicelab.actors.ray_actors import PageActor, VariantActor, WriterActor, hash_documents
+from invoicelab.actors.writer import summarize_folder
+from invoicelab.config import ConfigError, Experiment
 from invoicelab.data.sources import cache_root, load_documents
 from invoicelab.orchestrator.cluster import connect
-from invoicelab.orchestrator.resources import actor_pool_args
+from invoicelab.orchestrator.plan import (HASH_CHUNK, Plan, VariantPlan, cached_hashes, make_plan, pin_models,
+                                          save_hashes, todo_units)
+from invoicelab.orchestrator.pool import Outcome, Pool, Work
+from invoicelab.orchestrator.resources import fit_problem
 from invoicelab.prompts import load_prompt
-from invoicelab.results import NO_PROMPT, ResultSink, error_row, to_table
+from invoicelab.results import error_row, schema
+
+
+class ClusterError(ConfigError):
+    """A pool the cluster can never hold; the message has the numbers."""
 
 
 class Progress(Protocol):
-    """What the pipeline tells its caller as it goes (the CLI draws bars from it)."""
+    """What the pipeline tells its caller as it goes (the CLI draws one bar per stage from it)."""
 
-    def stage(self, name: str, total: int) -> None: ...
+    def add(self, name: str, total: int, done: int = 0) -> None: ...
 
-    def advance(self, n: int) -> None: ...
+    def advance(self, name: str, n: int) -> None: ...
 
 
 class _Silent:
-    def stage(self, name: str, total: int) -> None:
+    def add(self, name: str, total: int, done: int = 0) -> None:
         pass
 
-    def advance(self, n: int) -> None:
+    def advance(self, name: str, n: int) -> None:
         pass
 
 
 @dataclass
 class RunResult:
-    """Where a finished run put its results, and its summary."""
+    """Where a finished run put its results (a Parquet dataset folder), and its summary."""
 
     out_dir: Path
     results: Path
     summary: dict[str, Any]
 
 
-def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResult:
-    """Run every variant of ``exp`` over its dataset and write results.parquet.
+def prepare(exp: Experiment) -> Plan:
+    """Read prompts and documents, pin models, hash documents (on workers), and plan the run.
 
     Raises:
         DatasetError: the dataset cannot be used at all.
         ConfigError: a prompt does not exist.
     """
-    progress = progress or _Silent()
-    prompts = [load_prompt(p, exp.prompts_dir) for p in exp.prompts]  # fail before starting anything
+    prompts_dir = exp.resolve(exp.prompts_dir) if exp.prompts_dir else None
+    prompts = [load_prompt(p, prompts_dir) for p in exp.prompts]  # fail before starting anything
     docs = load_documents(exp)
+    exp, identities = pin_models(exp)
+    known, cache = cached_hashes(docs)
+    missing = [i for i, h in enumerate(known) if h is None]
+    if missing:
+        connect(exp.ray)
+        task = ray.remote(num_cpus=0.5, max_retries=1)(hash_documents)
+        chunks = [missing[i:i + HASH_CHUNK] for i in range(0, len(missing), HASH_CHUNK)]
+        results = ray.get([task.remote([docs[i].path for i in chunk]) for chunk in chunks])
+        for chunk, digests in zip(chunks, results):
+            for i, h in zip(chunk, digests):
+                known[i] = h
+        save_hashes(docs, known, cache)
+    return make_plan(exp, docs, [h or "" for h in known], prompts, identities)
+
+
+def check_fits(plan: Plan) -> list[str]:
+    """Problems of pools the connected cluster can never hold (empty: all can run)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    problems = [fit_problem(f"variant {v.variant.name!r}", v.variant.resources, nodes) for v in plan.variants
+                if v.todo]
+    if plan.todo_rows:
+        problems.append(fit_problem("page stage", plan.exp.page_stage, nodes))
+    return [p for p in problems if p]
+
+
+def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResult:
+    """Compute every missing row of ``exp`` and write the run's dataset and summary.
+
+    Raises:
+        DatasetError: the dataset cannot be used at all.
+        ConfigError: a prompt does not exist; ClusterError: a pool can never fit the cluster.
+    """
+    progress = progress or _Silent()
+    plan = prepare(exp)
     out = exp.out_path
     out.mkdir(parents=True, exist_ok=True)
-    connect(exp.ray)
-    sink = ResultSink(out / "results.parquet", list(exp.fields))
-    pages: dict[TextSetting, tuple[ray.data.Dataset, list[dict[str, Any]]]] = {}
+    (out / "experiment.json").write_text(plan.exp.model_dump_json(indent=2), encoding="utf-8")
+    if plan.retired:
+        store.retire(plan.results, set(plan.expected_keys))
+    adopted = store.adopt(plan.reuse, plan.results, plan.names(), schema(list(exp.fields))) if plan.reuse else 0
     timings: dict[str, dict[str, float]] = {}
-    page_timings: dict[str, float] = {}
-    for variant in exp.variants:
-        setting = text_setting(exp, variant)
-        if setting not in pages:
-            start = time.perf_counter()
-            pages[setting] = read_pages(exp, docs, setting, progress)
-            page_timings[setting.engine] = time.perf_counter() - start
-        variant_prompts = prompts if backend_class(variant.backend).uses_prompt else [None]
-        timings[variant.name] = run_variant(exp, variant, variant_prompts, *pages[setting], sink, progress)
-    sink.close()
-    df = pd.read_parquet(sink.path)
-    summary = summarize(df, list(exp.fields), timings, exp.kind.value, exp.seed)
-    summary.update(name=exp.name, page_stage_s=page_timings, duplicates_dropped=sink.duplicates)
-    return RunResult(out, sink.path, summary)
+    writer = None
+    if plan.todo_rows:
+        connect(exp.ray)
+        problems = check_fits(plan)
+        if problems:
+            raise ClusterError("the cluster cannot hold this experiment:\n  " + "\n  ".join(problems))
+        writer = _writer(plan)
+        timings = _Run(plan, writer, progress).run()
+    summary = _summary(plan, writer, timings, changed=bool(adopted or plan.retired or plan.todo_rows))
+    if writer is not None:
+        ray.kill(writer)
+    summary.update(name=exp.name, reused_rows=adopted, superseded_rows=plan.retired,
+                   computed_rows=plan.todo_rows)
+    return RunResult(out, plan.results, summary)
 
 
-def text_setting(exp: Experiment, variant: VariantSpec) -> TextSetting:
-    d = exp.dataset
-    return TextSetting(variant.text_engine, d.pdf_dpi, d.max_pages, d.max_pixels)
+def _writer(plan: Plan) -> Any:
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    cls = ray.remote(WriterActor).options(num_cpus=0, name=_actor_name(plan.exp, "writer"), scheduling_strategy=here,
+                                          max_restarts=3, max_task_retries=3)
+    return cls.remote(str(plan.exp.out_path), list(plan.exp.fields))
 
 
-def read_pages(exp: Experiment, docs: list[Document], setting: TextSetting,
-               progress: Progress) -> tuple[ray.data.Dataset, list[dict[str, Any]]]:
-    """Run the page stage; returns the page dataset (Arrow blocks of text, no pixels) and its rows."""
-    progress.stage(f"pages ({setting.engine})", len(docs))
-    ds = ray.data.from_items([d.row() for d in docs], override_num_blocks=max(1, min(len(docs), 64)))
-    ds = ds.map_batches(PageActor, fn_constructor_kwargs={"setting": asdict(setting), "cache_dir": str(cache_root())},
-                        **actor_pool_args(exp.page_stage, batch_size=4))
-    tables = []
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        tables.append(batch)
-        progress.advance(batch.num_rows)
-    table = pa.concat_tables(tables)
-    return ray.data.from_arrow(table), table.select(["doc_id", "path", "fields_json", "normalized_json"]).to_pylist()
+def _actor_name(exp: Experiment, role: str) -> str:
+    """``<experiment>/<variant>/<index>`` (or ``pages/<i>``, ``writer``), unique to this run, for the dashboard."""
+    return f"{exp.name}/{role}#{_RUN_ID}"
 
 
-def run_variant(exp: Experiment, variant: VariantSpec, prompts: list, ds: ray.data.Dataset,
-                docs: list[dict[str, Any]], sink: ResultSink, progress: Progress) -> dict[str, float]:
-    """Stream ``ds`` through the variant's actor pool into ``sink``; fill in rows that never came."""
-    expected = [(d, p) for d in docs for p in prompts]
-    progress.stage(f"{variant.name}", len(expected))
-    before = len(sink.seen)
-    start, failure = time.perf_counter(), ""
-    stage = ds.map_batches(ExtractorActor, fn_constructor_kwargs={"experiment_json": exp.model_dump_json(),
-                                                                  "variant_name": variant.name},
-                           **actor_pool_args(variant.resources, variant.batch_size))
-    try:
-        for batch in stage.iter_batches(batch_format="pyarrow", batch_size=None):
-            progress.advance(sink.add(batch))
-    except Exception as err:  # noqa: BLE001 - a variant that fails must not take the others down
-        failure = f"variant failed: {type(err).__name__}: {_first_line(err)}"
-    wall = time.perf_counter() - start
-    missing = [(d, p) for d, p in expected if (d["doc_id"], variant.name, p.id if p else NO_PROMPT) not in sink.seen]
-    if missing:
-        reason = failure or "no result returned by the pipeline"
-        rows = [error_row(row_base(d, variant, p, exp.fields), reason, "pipeline") for d, p in missing]
-        progress.advance(sink.add(to_table(rows, list(exp.fields))))
-    return {"wall_s": wall, "rows": len(sink.seen) - before, "filled": len(missing),
-            "wall_docs_per_s": len(expected) / wall if wall > 0 else float("nan")}
+_RUN_ID = os.urandom(3).hex()
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1][:500] if text else ""
+def _summary(plan: Plan, writer: Any, timings: dict[str, dict[str, float]], changed: bool) -> dict[str, Any]:
+    exp, order = plan.exp, [v.name for v in plan.exp.variants]
+    previous = exp.out_path / "summary.json"
+    if not changed and previous.is_file():
+        return {**json.loads(previous.read_text(encoding="utf-8")), "timings": {}}
+    if writer is None:  # nothing computed: only rows reused from the store, summarised here
+        return summarize_folder(plan.results, list(exp.fields), timings, exp.kind.value, exp.seed, order)
+    return ray.get(writer.summarize.remote(timings, exp.kind.value, exp.seed, order))
+
+
+class _Run:
+    """The driver's loop for one run: feeds pools, routes refs, writes, keeps counters."""
+
+    def __init__(self, plan: Plan, writer: Any, progress: Progress):
+        self.plan, self.writer, self.progress = plan, writer, progress
+        self.exp, self.docs = plan.exp, plan.docs
+        self.writes: dict[ray.ObjectRef, str] = {}
+        self.settings = sorted({v.setting for v in plan.variants if v.todo}, key=lambda s: s.engine)
+        self.active = [v for v in plan.variants if v.todo]
+        self.units = {v.variant.name: todo_units(v, self.docs) for v in self.active}
+        self.acc: dict[str, tuple[list, set, int]] = {v.variant.name: ([], set(), 0) for v in self.active}
+        self.left = {v.variant.name: len(v.todo) for v in self.active}
+        self.started: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.filled: dict[str, int] = {}
+        self._index = {d.doc_id: i for i, d in enumerate(self.docs)}
+
+    def run(self) -> dict[str, dict[str, float]]:
+        start = time.perf_counter()
+        self.pools: dict[str, Pool] = {}
+        timings: dict[str, dict[str, float]] = {}
+        for setting in self.settings:  # one page pass per text setting; variants of earlier ones keep going
+            page_start = time.perf_counter()
+            self._pages(setting)
+            timings[f"pages ({setting.engine})"] = {"wall_s": time.perf_counter() - page_start}
+        while any(not p.idle for p in self.pools.values()) or self.writes:
+            self._step([])
+        for pool in self.pools.values():
+            pool.shutdown()
+        self._finalize()
+        for v in self.active:
+            name = v.variant.name
+            wall = self.finished.get(name, time.perf_counter()) - self.started.get(name, start)
+            timings[name] = {"wall_s": wall, "rows": len(v.todo), "filled": self.filled.get(name, 0),
+                             "wall_docs_per_s": len(v.todo) / wall if wall > 0 else float("nan")}
+        return timings
+
+    # --- pools ------------------------------------------------------------------------------------
+
+    def _variant_pool(self, vplan: VariantPlan) -> Pool:
+        v = vplan.variant
+        prompts = {pid: asdict(p) for pid, p in vplan.prompts.items() if p is not None}
+        names = [_actor_name(self.exp, f"{v.name}/{i}") for i in range(v.resources.actors)]
+        done = len(vplan.expected) - len(vplan.todo)
+        self.progress.add(v.name, len(vplan.expected), done)
+        return Pool(v.name, ray.remote(VariantActor), (self.exp.model_dump_json(), v.name, prompts, self.exp.name),
+                    v.resources, v.faults, names, lambda w: (w.extra, w.units), doc_of=lambda t: t[0])
+
+    def _pages(self, setting) -> None:
+        todo = self.plan.todo_docs(setting)
+        res = self.exp.page_stage
+        names = [_actor_name(self.exp, f"pages/{i}") for i in range(res.actors)]
+        pool = Pool("pages", ray.remote(PageActor), (asdict(setting), str(cache_root())), res,
+                    self.exp.page_faults, names, lambda w: (w.units,), doc_of=lambda d: d["doc_id"])
+        label = f"pages ({setting.engine})"
+        self.progress.add(label, len(todo))
+        # Variant actors are created once a page actor holds its reservation: created earlier, they
+        # could take every CPU while waiting for pages that then never come.
+        while not any(s.state in ("idle", "busy", "dead") for s in pool.slots):
+            self._step([pool])
+        for v in self.active:
+            if v.setting == setting:
+                self.pools[v.variant.name] = self._variant_pool(v)
+        size = max(1, min(16, math.ceil(len(todo) / (4 * res.actors))))
+        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        while batches or not pool.idle:
+            while batches and len(pool.queue) < res.actors and self._room():
+                pool.put(Work([self._doc_row(i) for i in batches.pop(0)]))
+            for outcome in self._step([pool]):
+                self.progress.advance(label, len(outcome.work.units))
+                self._route(setting, outcome)
+        pool.shutdown()
+        self._flush(setting)
+
+    def _room(self) -> bool:
+        """Backpressure: stop reading pages while running variants have plenty queued."""
+        running = [p for p in self.pools.values() if any(s.state in ("idle", "busy") for s in p.slots)]
+        return not running or sum(len(p.queue) for p in running) < 4 * sum(len(p.slots) for p in running)
+
+    def _step(self, extra: list[Pool]) -> list[Outcome]:
+        """Wait for something to finish and react; returns the outcomes of the ``extra`` pools."""
+        pools = [*extra, *self.pools.values()]
+        for pool in pools:
+            pool.dispatch()
+        owners = {ref: pool for pool in pools for ref in pool.refs()}
+        refs = [*owners, *self.writes]
+        if refs:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.5, fetch_local=False)
+            if ready:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        else:
+            ready = []
+        out: list[Outcome] = []
+        for ref in ready:
+            if ref in self.writes:
+                self._written(ref)
+                continue
+            self._sort(owners[ref], owners[ref].handle(ref), extra, out)
+        for pool in pools:
+            self._sort(pool, pool.expire(), extra, out)
+        for name, pool in self.pools.items():
+            if name not in self.started and any(s.state in ("idle", "busy") for s in pool.slots):
+                self.started[name] = time.perf_counter()
+        return out
+
+    def _sort(self, pool: Pool, outcomes: list[Outcome], extra: list[Pool], out: list[Outcome]) -> None:
+        """Outcomes of the page pool go back to the caller; a variant's go to the writer."""
+        if pool in extra:
+            out.extend(outcomes)
+        else:
+            self._variant_done(pool, outcomes)
+
+    # --- routing ----------------------------------------------------------------------------------
+
+    def _doc_row(self, i: int) -> dict[str, Any]:
+        return {**self.docs[i].row(), "doc_sha256": self.plan.hashes[i]}
+
+    def _route(self, setting, outcome: Outcome) -> None:
+        """Send a page batch (or its failure, as error page rows) to every variant that needs it."""
+        if outcome.payload is not None:
+            ref = outcome.payload
+        else:
+            rows = [{**d, "error": outcome.error, "error_stage": outcome.stage, "text": ""} for d in outcome.work.units]
+            ref = ray.put(pa.Table.from_pylist(rows))
+        indices = [self._index[d["doc_id"]] for d in outcome.work.units]
+        for v in self.active:
+            if v.setting != setting:
+                continue
+            todos, refs, ndocs = self.acc[v.variant.name]
+            for i in indices:
+                if i in self.units[v.variant.name]:
+                    todos.extend(self.units[v.variant.name][i])
+                    refs.add(ref)
+                    ndocs += 1
+            self.acc[v.variant.name] = (todos, refs, ndocs)
+            if ndocs >= v.variant.batch_size:
+                self._emit(v)
+
+    def _emit(self, v: VariantPlan) -> None:
+        todos, refs, _ = self.acc[v.variant.name]
+        size = v.variant.batch_size
+        per_doc: dict[str, list] = {}
+        for t in todos:
+            per_doc.setdefault(t[0], []).append(t)
+        docs = list(per_doc)
+        while len(docs) >= size:
+            chunk, docs = docs[:size], docs[size:]
+            self.pools[v.variant.name].put(Work([t for d in chunk for t in per_doc[d]], sorted(refs, key=str)))
+        rest = [t for d in docs for t in per_doc[d]]
+        self.acc[v.variant.name] = (rest, set(refs) if rest else set(), len(docs))
+
+    def _flush(self, setting) -> None:
+        for v in self.active:
+            todos, refs, _ = self.acc[v.variant.name]
+            if v.setting == setting and todos:
+                self.pools[v.variant.name].put(Work(todos, sorted(refs, key=str)))
+                self.acc[v.variant.name] = ([], set(), 0)
+
+    def _variant_done(self, pool: Pool, outcomes: list[Outcome]) -> None:
+        vplan = next(v for v in self.active if v.variant.name == pool.label)
+        for outcome in outcomes:
+            prefix = pool.label
+            if outcome.payload is not None:
+                ref = self.writer.write.remote(outcome.payload, prefix)
+            else:
+                rows = [self._error_row(vplan, t, outcome) for t in outcome.work.units]
+                ref = self.writer.write_rows.remote(rows, prefix)
+            self.writes[ref] = pool.label
+
+    def _error_row(self, vplan: VariantPlan, todo: tuple[str, str, str], outcome: Outcome) -> dict[str, Any]:
+        doc_id, pid, key = todo
+        i = self._index[doc_id]
+        base = row_base(self._doc_row(i), vplan.variant, vplan.prompts.get(pid), self.exp.fields, key=key)
+        return error_row(base, outcome.error, outcome.stage)
+
+    def _written(self, ref: ray.ObjectRef) -> None:
+        name = self.writes.pop(ref)
+        rows = ray.get(ref)["rows"]
+        self.progress.advance(name, rows)
+        self.left[name] -= rows
+        if self.left[name] <= 0:
+            self.finished[name] = time.perf_counter()
+            self.pools[name].shutdown()
+
+    def _finalize(self) -> None:
+        """Exactly once: drop repeated keys; write an error row for any expected row that never came."""
+        report = ray.get(self.writer.finalize.remote(self.plan.expected_keys))
+        missing = set(report["missing"])
+        for v in self.plan.variants:
+            units = [(self.docs[i].doc_id, pid, k) for k, (i, pid) in v.expected.items() if k in missing]
+            if units:
+                self.filled[v.variant.name] = len(units)
+                lost = Outcome(Work(units), error="no result returned by the pipeline", stage="pipeline")
+                ray.get(self.writer.write_rows.remote([self._error_row(v, u, lost) for u in units], v.variant.name))
