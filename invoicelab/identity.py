@@ -114,12 +114,14 @@ def folder_digest(path: Path) -> str:
 def variant_identity(variant: VariantSpec, model: dict[str, str]) -> dict[str, Any]:
     """Everything about a variant that changes its answers; its name and pool size are not part of it.
 
-    The batch size is: left-padded batched generation can change a model's answers, and latency
-    per document depends on it.
+    The batch size is, and the device (CPU or GPU, and the accelerator type): left-padded batched
+    generation and another device's kernels can change a model's answers, and latency depends on both.
     """
     libraries = {lib: version(lib) for lib in BACKEND_LIBRARIES.get(variant.backend, ())}
+    res = variant.resources
     return {
         "backend": variant.backend, "model": model, "precision": variant.precision,
+        "device": "cuda" if res.num_gpus > 0 else "cpu", "accelerator_type": res.accelerator_type,
         "batch_size": variant.batch_size,
         "generation": variant.generation.model_dump(mode="json"), "options": variant.options,
         "fallback": variant.fallback, "max_chars": variant.ocr.max_chars,

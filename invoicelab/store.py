@@ -148,10 +148,10 @@ def retire(folder: Path, keep: set[str]) -> int:
         if not stale:
             continue
         table = pq.read_table(part)
-        write_part(Path(folder).parent / "superseded", table.take(stale), part.stem)
+        write_part(Path(folder).parent / "superseded", table.take(pa.array(stale, pa.int64())), part.stem)
         fresh = [i for i, k in enumerate(keys) if k in keep]
         if fresh:
-            write_part(part.parent, table.take(fresh), part.stem)
+            write_part(part.parent, table.take(pa.array(fresh, pa.int64())), part.stem)
         else:
             part.unlink()
         moved += len(stale)
@@ -176,9 +176,8 @@ def dedupe(folder: Path) -> int:
         if len(keep) == len(keys):
             continue
         removed += len(keys) - len(keep)
-        table = pq.read_table(part).take(keep)
-        if table.num_rows:
-            write_part(part.parent, table, part.stem)
+        if keep:
+            write_part(part.parent, pq.read_table(part).take(pa.array(keep, pa.int64())), part.stem)
         else:
             part.unlink()
     return removed

@@ -25,10 +25,11 @@ class OcrLlmBackend:
 
     def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
                  seed: int = 0, device: str = "cpu"):
-        from invoicelab.backends.hf import TextLLM
+        from invoicelab.backends.hf import TextLLM, pick_device
         from invoicelab.backends.models import resolve_model
 
         self.variant, self.fields, self.seed = variant, fields, seed
+        pick_device(device)  # a GPU variant where torch has no CUDA fails here, before any model work
         self.llm = TextLLM(resolve_model(variant.model), precision=variant.precision, num_threads=num_threads,
                            device=device, revision=variant.revision)
 

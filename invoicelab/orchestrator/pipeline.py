@@ -118,19 +118,21 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
         store.retire(plan.results, set(plan.expected_keys))
     adopted = store.adopt(plan.reuse, plan.results, plan.names(), schema(list(exp.fields))) if plan.reuse else 0
     timings: dict[str, dict[str, float]] = {}
-    writer = None
+    writer, duplicates, actors = None, 0, {}
     if plan.todo_rows:
         connect(exp.ray)
         problems = check_fits(plan)
         if problems:
             raise ClusterError("the cluster cannot hold this experiment:\n  " + "\n  ".join(problems))
         writer = _writer(plan)
-        timings = _Run(plan, writer, progress).run()
+        runner = _Run(plan, writer, progress)
+        timings = runner.run()
+        duplicates, actors = runner.duplicates, runner.actors
     summary = _summary(plan, writer, timings, changed=bool(adopted or plan.retired or plan.todo_rows))
     if writer is not None:
         ray.kill(writer)
     summary.update(name=exp.name, reused_rows=adopted, superseded_rows=plan.retired,
-                   computed_rows=plan.todo_rows)
+                   computed_rows=plan.todo_rows, duplicates_dropped=duplicates, actors=actors)
     return RunResult(out, plan.results, summary)
 
 
@@ -174,6 +176,7 @@ class _Run:
         self.started: dict[str, float] = {}
         self.finished: dict[str, float] = {}
         self.filled: dict[str, int] = {}
+        self.duplicates = 0
         self._index = {d.doc_id: i for i, d in enumerate(self.docs)}
 
     def run(self) -> dict[str, dict[str, float]]:
@@ -188,6 +191,7 @@ class _Run:
             self._step([])
         for pool in self.pools.values():
             pool.shutdown()
+        self.actors = {name: pool.placements() for name, pool in self.pools.items()}
         self._finalize()
         for v in self.active:
             name = v.variant.name
@@ -346,6 +350,7 @@ class _Run:
     def _finalize(self) -> None:
         """Exactly once: drop repeated keys; write an error row for any expected row that never came."""
         report = ray.get(self.writer.finalize.remote(self.plan.expected_keys))
+        self.duplicates = report["duplicates_dropped"]
         missing = set(report["missing"])
         for v in self.plan.variants:
             units = [(self.docs[i].doc_id, pid, k) for k, (i, pid) in v.expected.items() if k in missing]

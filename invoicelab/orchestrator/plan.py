@@ -108,14 +108,17 @@ def make_plan(exp: Experiment, docs: list[Document], hashes: list[str], prompts:
     """Keys of every row; rows already in the run folder or reusable from the store; what is left."""
     fields_id = fields_identity(exp.fields)
     doc_ids = [digest([d.doc_id, h, d.fields_json, d.normalized_json, d.error]) for d, h in zip(docs, hashes)]
-    plans = []
+    plans, seen = [], []
     for variant in exp.variants:
         uses_prompt = backend_class(variant.backend).uses_prompt
         chosen: dict[str, Prompt | None] = {p.id: p for p in prompts} if uses_prompt else {NO_PROMPT: None}
         setting = text_setting(exp, variant)
         vplan = VariantPlan(variant, chosen, setting)
         setting_id = setting_identity(setting)
-        variant_id = digest(variant_identity(variant, identities[variant.name]))
+        identity = variant_identity(variant, identities[variant.name])
+        replica = seen.count(digest(identity))  # two identical variants in one experiment: two computations
+        seen.append(digest(identity))
+        variant_id = digest({**identity, "replica": replica} if replica else identity)
         for pid, prompt in chosen.items():
             prompt_id = prompt_identity(prompt)
             for i, doc_id in enumerate(doc_ids):

@@ -102,7 +102,8 @@ class Pool:
         return [s.info["load_error"] for s in self.slots if s.info.get("load_error")]
 
     def placements(self) -> list[dict[str, Any]]:
-        return [s.info for s in self.slots if s.info]
+        """What each actor that started reported: node id, GPU ids, name, pid."""
+        return [{k: v for k, v in s.info.items() if k != "load_error"} for s in self.slots if s.info]
 
     def handle(self, ref: ray.ObjectRef) -> list[Outcome]:
         """React to one finished ref of this pool; returns the batches that finished or failed."""
