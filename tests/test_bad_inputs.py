@@ -12,7 +12,7 @@ from invoicelab.cli import main
 from invoicelab.config import parse_experiment
 from invoicelab.data.documents import DatasetError, read_manifest
 from invoicelab.orchestrator.pipeline import run_experiment
-from tests.bad_inputs.corpus import EXPECTED, GOOD, make_corpus
+from tests.bad_inputs.corpus import CONTAINMENT, EXPECTED, GOOD, make_corpus
 
 
 def test_manifest_reading_turns_bad_lines_into_error_records(tmp_path):
@@ -27,15 +27,15 @@ def test_manifest_reading_turns_bad_lines_into_error_records(tmp_path):
 
 @pytest.mark.ray
 def test_every_bad_document_is_an_error_row_and_good_ones_survive(ray_cluster, tmp_path):
-    folder = make_corpus(tmp_path / "corpus")
+    folder = make_corpus(tmp_path / "corpus", containment=True)
     exp = parse_experiment({
         "name": "bad", "output_dir": str(tmp_path / "out"), "dataset": {"source": "folder", "path": str(folder)},
         "fields": {"invoice_number": "id", "total": "amount"},
         "variants": [{"name": "echo", "backend": "fake", "batch_size": 3}],
     })
     df = pd.read_parquet(run_experiment(exp).results).set_index("doc_id")
-    assert df.index.is_unique and len(df) == 12
-    for doc_id, reason in EXPECTED.items():
+    assert df.index.is_unique and len(df) == len(GOOD) + len(EXPECTED) + len(CONTAINMENT)
+    for doc_id, reason in {**EXPECTED, **CONTAINMENT}.items():
         assert reason in df.loc[doc_id, "error"], (doc_id, df.loc[doc_id, "error"])
     for doc_id, number in GOOD.items():
         assert pd.isna(df.loc[doc_id, "error"]) and df.loc[doc_id, "pred_invoice_number"] == number

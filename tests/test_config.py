@@ -25,7 +25,17 @@ def test_minimal_config_gets_documented_defaults():
     assert exp.fields["total"].type.value == "amount"
     assert exp.fields["invoice_date"].day_first is True
     assert exp.variants[0].batch_size == 4 and exp.prompts == ["terse-json"]
-    assert exp.out_path == Path("runs/t")
+    assert exp.out_path == Path("runs/t").resolve()  # outputs: relative to the working directory
+
+
+def test_relative_input_paths_are_read_from_the_config_files_folder(tmp_path):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "e.yaml").write_text(yaml.safe_dump({**MINIMAL, "dataset": {"source": "folder", "path": "../data"}}))
+    exp = load_experiment(folder / "e.yaml")
+    assert exp.resolve_uri(exp.dataset.path) == str(tmp_path / "data")
+    assert exp.resolve_uri("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert exp.out_path == Path("runs/t").resolve()
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -85,4 +95,6 @@ def test_json_schema_describes_every_field():
 def test_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump(MINIMAL))
-    assert load_experiment(path).model_dump() == parse_experiment(MINIMAL).model_dump()
+    loaded = load_experiment(path)
+    assert loaded.base_dir == str(tmp_path)  # relative inputs are read from the config's folder
+    assert loaded.model_dump() == parse_experiment({**MINIMAL, "base_dir": str(tmp_path)}).model_dump()

@@ -140,3 +140,14 @@ def test_killed_driver_then_resume_computes_only_the_missing_rows(ray_cluster, t
     assert summary["computed_rows"] == 64 - len(before)
     df = pd.read_parquet(results)
     assert len(df) == 64 and exactly_once(df) and df["error"].isna().all()
+
+
+@pytest.mark.model
+def test_ocr_and_inference_overlap(ray_cluster, tmp_path):
+    """Rows of a variant are written while the page stage is still OCR-ing later documents."""
+    variants = [{"name": "rules", "backend": "rules", "batch_size": 1, "resources": {"num_cpus": 1}}]
+    exp = parse_experiment(config(tmp_path, variants, n=6, page_stage={"num_cpus": 1, "actors": 1}))
+    result = run_experiment(exp)
+    timings = result.summary["timings"]
+    assert len(frame(result)) == 6
+    assert timings["rules"]["first_s"] < timings["pages (rapidocr)"]["last_s"], timings

@@ -1,81 +1,128 @@
-"""The page stage: load each document, check it is readable, and give text backends its text.
+"""The page stage: read each document, check it is readable, and give backends its text and pixels.
 
-A plain callable class run by Ray Data as an actor pool, once per distinct text setting (OCR
-engine, resolution, pages) of the experiment's variants, before the variant stages. Unreadable
-documents get ``error`` set here, so every variant reports them as error rows with the reason.
-OCR text is cached on disk by content (file hash + settings), so a re-run or a second experiment
-on the same documents skips OCR. It imports no Ray.
+A plain callable class run by Ray as an actor pool, once per distinct text setting (OCR engine,
+resolution, pages, image size) of the experiment's variants, before the variant stages. Documents
+are read by the worker itself through ``storage.local_copy``, so a dataset on object storage needs
+no copy on the node. Unreadable documents get ``error`` set here, so every variant reports them as
+error rows with the reason. OCR text is cached on disk by content (the document's sha256, the
+setting, and the OCR engine's version), so a re-run or a second experiment on the same documents
+skips OCR. It imports no Ray.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
+from invoicelab.data import storage
 from invoicelab.data.pages import DocumentError, load_pages
 
-PAGE_COLUMNS = {"text": pa.string(), "ocr_s": pa.float64(), "ocr_cached": pa.bool_(), "error_stage": pa.string()}
+# The columns the page stage adds to each document record, with their types: every output batch has
+# the input's columns (minus any of these) followed by exactly these, whatever its rows hold.
+PAGE_COLUMNS: dict[str, pa.DataType] = {
+    "text": pa.string(),
+    "ocr_s": pa.float64(),
+    "ocr_cached": pa.bool_(),
+    "error_stage": pa.string(),
+    "doc_sha256": pa.string(),  # hex digest of the bytes read; "" when the document could not be read
+    "image_png": pa.binary(),  # first page as PNG, longest side <= image_max_side; null when not asked or on error
+}
+
+# Libraries whose code produces each engine's text. pdf-text OCRs pages without a text layer with
+# rapidocr, and rapidocr reads PDFs through pages rendered by pypdfium2, so both matter to both.
+_ENGINE_LIBRARIES = {"rapidocr": ("rapidocr", "pypdfium2"), "pdf-text": ("pypdfium2", "rapidocr")}
 
 
 @dataclass(frozen=True)
 class TextSetting:
-    """How documents become text: the part of a variant that the page stage depends on."""
+    """How documents become text and pixels: the part of a variant that the page stage depends on."""
 
     engine: str  # "none" (only check the document loads), "rapidocr" or "pdf-text"
     dpi: int
     max_pages: int
     max_pixels: int
+    image_max_side: int = 0  # > 0: add the first page as a PNG at most this many pixels on its longest side
+
+
+def page_schema(input_schema: pa.Schema) -> pa.Schema:
+    """The schema of the page stage's output for a batch of ``input_schema``.
+
+    Args:
+        input_schema: The document records' schema (any page columns in it are replaced).
+
+    Returns:
+        The input's other columns, then ``PAGE_COLUMNS`` in order.
+    """
+    kept = [f for f in input_schema if f.name not in PAGE_COLUMNS]
+    return pa.schema(kept + [pa.field(name, kind) for name, kind in PAGE_COLUMNS.items()])
+
+
+def engine_versions(engine: str) -> dict[str, str]:
+    """The versions of the libraries that produce ``engine``'s text ("absent" where not installed)."""
+    return {name: _version(name) for name in _ENGINE_LIBRARIES.get(engine, ())}
 
 
 class PageReader:
-    """Adds ``text``, ``ocr_s``, ``ocr_cached`` and ``error_stage`` to batches of document records.
+    """Adds the ``PAGE_COLUMNS`` to batches of document records.
 
     Args:
         setting: The text setting, as a dict of ``TextSetting`` fields.
-        cache_dir: Folder for cached OCR text (None: no cache).
+        cache_dir: Folder for cached OCR text and fetched remote documents (None: no OCR cache;
+            remote documents go to a temporary folder).
         num_threads: Threads the OCR engine may use.
     """
 
     def __init__(self, setting: dict, cache_dir: str | None = None, num_threads: int | None = None):
         self.setting = TextSetting(**setting)
-        self.cache = Path(cache_dir) / "ocr" if cache_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache = self.cache_dir / "ocr" if self.cache_dir else None
         self.num_threads = num_threads
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         for row in rows:
-            row.update(text="", ocr_s=0.0, ocr_cached=False, error_stage="input" if row["error"] else None)
+            row.update(text="", ocr_s=0.0, ocr_cached=False, error_stage="input" if row["error"] else None,
+                       doc_sha256="", image_png=None)
             if not row["error"]:
                 self._read(row)
-        table = pa.Table.from_pylist(rows)
-        for name, kind in PAGE_COLUMNS.items():
-            table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(kind))
-        return table
+        return pa.Table.from_pylist(rows, schema=page_schema(batch.schema))
 
-    def _read(self, row: dict) -> None:
+    def _read(self, row: dict[str, Any]) -> None:
         start = time.perf_counter()
+        location = row["path"]
+        local: Path | None = None
         try:
-            row["text"], row["ocr_cached"] = self._text(Path(row["path"]))
+            local = storage.local_copy(location, self.cache_dir)
+            row["doc_sha256"] = storage.sha256(str(local))
+            row["text"], row["ocr_cached"], pages = self._text(local, row["doc_sha256"])
+            if self.setting.image_max_side > 0:
+                row["image_png"] = self._image(local, pages)
         except DocumentError as err:
-            row.update(error=str(err), error_stage="load")
+            row.update(error=_name_location(str(err), local, location), error_stage="load",
+                       doc_sha256="", image_png=None)
         except Exception as err:  # noqa: BLE001 - an engine failure on one document is that document's error
-            row.update(error=f"OCR failed: {type(err).__name__}: {err}", error_stage="ocr")
+            reason = _name_location(f"OCR failed: {type(err).__name__}: {err}", local, location)
+            row.update(error=reason, error_stage="ocr", doc_sha256="", image_png=None)
         row["ocr_s"] = time.perf_counter() - start
 
-    def _text(self, path: Path) -> tuple[str, bool]:
+    def _text(self, path: Path, content_sha256: str) -> tuple[str, bool, list | None]:
+        """(text, whether it came from the cache, the pages when they were loaded here)."""
         s = self.setting
         if s.engine == "none":
-            load_pages(path, dpi=s.dpi, max_pages=s.max_pages, max_pixels=s.max_pixels)
-            return "", False
-        key = self._key(path)
+            return "", False, load_pages(path, dpi=s.dpi, max_pages=s.max_pages, max_pixels=s.max_pixels)
+        key = self._key(content_sha256)
         if key and key.is_file():
-            return json.loads(key.read_text(encoding="utf-8"))["text"], True
+            return json.loads(key.read_text(encoding="utf-8"))["text"], True, None
         from invoicelab.backends.ocr import page_text
 
         text = page_text(path, engine=s.engine, dpi=s.dpi, max_pages=s.max_pages, max_pixels=s.max_pixels,
@@ -83,13 +130,42 @@ class PageReader:
         if key:
             key.parent.mkdir(parents=True, exist_ok=True)
             tmp = key.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"text": text, "setting": asdict(s)}), encoding="utf-8")
+            tmp.write_text(json.dumps({"text": text, "setting": self._ocr_identity()}), encoding="utf-8")
             tmp.replace(key)
-        return text, False
+        return text, False, None
 
-    def _key(self, path: Path) -> Path | None:
-        if self.cache is None or not path.is_file():
+    def _image(self, path: Path, pages: list | None) -> bytes:
+        """The first page as PNG bytes, scaled down (never up) to ``image_max_side`` on its longest side."""
+        s = self.setting
+        page = pages[0] if pages else load_pages(path, dpi=s.dpi, max_pages=1, max_pixels=s.max_pixels)[0]
+        page.thumbnail((s.image_max_side, s.image_max_side))  # keeps the aspect ratio
+        buf = io.BytesIO()
+        page.save(buf, format="PNG")
+        return buf.getvalue()
+
+    def _ocr_identity(self) -> dict[str, Any]:
+        # image_max_side is left out: it changes the pixels sent on, not the OCR text.
+        identity = {k: v for k, v in asdict(self.setting).items() if k != "image_max_side"}
+        return {**identity, "versions": engine_versions(self.setting.engine)}
+
+    def _key(self, content_sha256: str) -> Path | None:
+        if self.cache is None:
             return None
-        digest = hashlib.sha256(path.read_bytes())
-        digest.update(json.dumps(asdict(self.setting), sort_keys=True).encode())
+        digest = hashlib.sha256(content_sha256.encode())
+        digest.update(json.dumps(self._ocr_identity(), sort_keys=True).encode())
         return self.cache / digest.hexdigest()[:2] / f"{digest.hexdigest()}.json"
+
+
+@lru_cache(maxsize=None)
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def _name_location(message: str, local: Path | None, location: str) -> str:
+    """An error about a fetched copy names the document's own location (the URI), not the cache file."""
+    if local is not None and str(local) != location:
+        return message.replace(str(local), location)
+    return message

@@ -112,13 +112,7 @@ class WriterActor(ResultWriter):
 
 def hash_documents(locations: list[str]) -> list[str]:
     """sha256 of each document's bytes, read by the worker ("" where it cannot be read)."""
-    try:
-        from invoicelab.data.storage import sha256
-    except ImportError:  # TEMPORARY until storage lands
-        import hashlib
-
-        def sha256(p):
-            return hashlib.sha256(open(p, "rb").read()).hexdigest()
+    from invoicelab.data.storage import sha256
 
     out = []
     for location in locations:

@@ -1,4 +1,5 @@
-"""Dataset sources: a folder with gt.jsonl, or synthetic invoices generated (once) into a folder.
+"""Dataset sources: a folder with gt.jsonl (local or a URI such as ``s3://bucket/prefix``), or synthetic
+invoices generated (once) into a local folder.
 
 Returns the document records of an experiment; never loads pixels and never imports Ray.
 """
@@ -45,12 +46,21 @@ def ensure_synthetic(spec: DatasetSpec, seed: int) -> Path:
 def load_documents(exp: Experiment) -> list[Document]:
     """The experiment's document records (generating synthetic data first if needed).
 
+    A folder source's ``dataset.path`` is a URI as given, or a local path relative to the config
+    file's folder (``Experiment.resolve_uri``), the same on every machine the run reaches.
+
+    Args:
+        exp: The experiment.
+
+    Returns:
+        The documents, in manifest order (see ``read_manifest``).
+
     Raises:
         DatasetError: the folder or its gt.jsonl cannot be used (see ``read_manifest``).
     """
     spec = exp.dataset
     if spec.source == "synthetic":
-        folder = ensure_synthetic(spec, exp.seed if spec.seed is None else spec.seed)
+        folder: str | Path = ensure_synthetic(spec, exp.seed if spec.seed is None else spec.seed)
     else:
-        folder = exp.resolve(spec.path or ".")
+        folder = exp.resolve_uri(spec.path or ".")
     return read_manifest(folder, limit=spec.limit)

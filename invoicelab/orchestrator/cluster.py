@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -14,6 +15,26 @@ _PASSED_ENV = ("INVOICELAB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OF
 """Variables the workers need as the driver has them: caches, offline mode, object-storage credentials."""
 
 
+def worker_env() -> dict[str, str]:
+    """The passed variables this driver has, for each actor's runtime env.
+
+    Given per actor too (not only at ``ray.init``), so they reach the workers also when the caller
+    connected to Ray itself (a notebook) before running an experiment.
+    """
+    return {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+
+
+def _job_env_vars() -> set[str]:
+    """Variables the submitted job's runtime env already sets (empty outside ``ray job submit``)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return set()
+    try:
+        return set((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return set()
+
+
 def connect(spec: RaySpec) -> None:
     """Join ``spec.address`` (or the cluster this process already belongs to), else start a local one.
 
@@ -24,6 +45,8 @@ def connect(spec: RaySpec) -> None:
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         env["TOKENIZERS_PARALLELISM"] = "false"
+        for key in _job_env_vars():  # Ray refuses to merge a key set both by the job and here
+            env.pop(key, None)
         address = spec.address or os.environ.get("RAY_ADDRESS")
         kwargs = {"num_cpus": spec.num_cpus} if not address else {"address": address}
         ray.init(**kwargs, runtime_env={"env_vars": env}, logging_level=logging.WARNING,

@@ -29,7 +29,7 @@ from invoicelab.actors.ray_actors import PageActor, VariantActor, WriterActor, h
 from invoicelab.actors.writer import summarize_folder
 from invoicelab.config import ConfigError, Experiment
 from invoicelab.data.sources import cache_root, load_documents
-from invoicelab.orchestrator.cluster import connect
+from invoicelab.orchestrator.cluster import connect, worker_env
 from invoicelab.orchestrator.plan import (HASH_CHUNK, Plan, VariantPlan, cached_hashes, make_plan, pin_models,
                                           save_hashes, todo_units)
 from invoicelab.orchestrator.pool import Outcome, Pool, Work
@@ -82,7 +82,7 @@ def prepare(exp: Experiment) -> Plan:
     missing = [i for i, h in enumerate(known) if h is None]
     if missing:
         connect(exp.ray)
-        task = ray.remote(num_cpus=0.5, max_retries=1)(hash_documents)
+        task = ray.remote(num_cpus=0.5, max_retries=1, runtime_env={"env_vars": worker_env()})(hash_documents)
         chunks = [missing[i:i + HASH_CHUNK] for i in range(0, len(missing), HASH_CHUNK)]
         results = ray.get([task.remote([docs[i].path for i in chunk]) for chunk in chunks])
         for chunk, digests in zip(chunks, results):
@@ -139,7 +139,7 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
 def _writer(plan: Plan) -> Any:
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     cls = ray.remote(WriterActor).options(num_cpus=0, name=_actor_name(plan.exp, "writer"), scheduling_strategy=here,
-                                          max_restarts=3, max_task_retries=3)
+                                          max_restarts=3, max_task_retries=3, runtime_env={"env_vars": worker_env()})
     return cls.remote(str(plan.exp.out_path), list(plan.exp.fields))
 
 
@@ -177,16 +177,20 @@ class _Run:
         self.finished: dict[str, float] = {}
         self.filled: dict[str, int] = {}
         self.duplicates = 0
+        self.marks: dict[str, dict[str, float]] = {}
         self._index = {d.doc_id: i for i, d in enumerate(self.docs)}
 
     def run(self) -> dict[str, dict[str, float]]:
-        start = time.perf_counter()
+        """Compute the plan's rows; returns per stage its wall time and, in seconds from the start,
+        when its first and last batch finished (``first_s``, ``last_s``): the timeline of the run."""
+        self.t0 = start = time.perf_counter()
         self.pools: dict[str, Pool] = {}
         timings: dict[str, dict[str, float]] = {}
         for setting in self.settings:  # one page pass per text setting; variants of earlier ones keep going
             page_start = time.perf_counter()
+            label = f"pages ({setting.engine})"
             self._pages(setting)
-            timings[f"pages ({setting.engine})"] = {"wall_s": time.perf_counter() - page_start}
+            timings[label] = {"wall_s": time.perf_counter() - page_start, **self.marks.get(label, {})}
         while any(not p.idle for p in self.pools.values()) or self.writes:
             self._step([])
         for pool in self.pools.values():
@@ -197,8 +201,14 @@ class _Run:
             name = v.variant.name
             wall = self.finished.get(name, time.perf_counter()) - self.started.get(name, start)
             timings[name] = {"wall_s": wall, "rows": len(v.todo), "filled": self.filled.get(name, 0),
-                             "wall_docs_per_s": len(v.todo) / wall if wall > 0 else float("nan")}
+                             "wall_docs_per_s": len(v.todo) / wall if wall > 0 else float("nan"),
+                             **self.marks.get(name, {})}
         return timings
+
+    def _mark(self, stage: str) -> None:
+        """Note when a stage finished a batch (first and last), relative to the run's start."""
+        now = time.perf_counter() - self.t0
+        self.marks.setdefault(stage, {"first_s": now})["last_s"] = now
 
     # --- pools ------------------------------------------------------------------------------------
 
@@ -233,6 +243,7 @@ class _Run:
                 pool.put(Work([self._doc_row(i) for i in batches.pop(0)]))
             for outcome in self._step([pool]):
                 self.progress.advance(label, len(outcome.work.units))
+                self._mark(label)
                 self._route(setting, outcome)
         pool.shutdown()
         self._flush(setting)
@@ -342,6 +353,7 @@ class _Run:
         name = self.writes.pop(ref)
         rows = ray.get(ref)["rows"]
         self.progress.advance(name, rows)
+        self._mark(name)
         self.left[name] -= rows
         if self.left[name] <= 0:
             self.finished[name] = time.perf_counter()

@@ -15,13 +15,13 @@ from typing import Any
 
 from invoicelab import store
 from invoicelab.actors.extractor import Todo
-from invoicelab.actors.pages import TextSetting
+from invoicelab.actors.pages import TextSetting, engine_versions
 from invoicelab.backends import backend_class
 from invoicelab.config import Experiment, VariantSpec
 from invoicelab.data.documents import Document
 from invoicelab.data.sources import cache_root
 from invoicelab.identity import (digest, fields_identity, model_identity, prompt_identity, row_key,
-                                 variant_identity, version)
+                                 variant_identity)
 from invoicelab.prompts import Prompt
 from invoicelab.results import NO_PROMPT
 
@@ -84,13 +84,12 @@ def text_setting(exp: Experiment, variant: VariantSpec) -> TextSetting:
     """How this variant's documents become text (and pixels)."""
     d = exp.dataset
     image_side = getattr(backend_class(variant.backend), "image_max_side", 0)
-    extra = {"image_max_side": image_side} if "image_max_side" in TextSetting.__dataclass_fields__ else {}  # TEMPORARY
-    return TextSetting(variant.text_engine, d.pdf_dpi, d.max_pages, d.max_pixels, **extra)
+    return TextSetting(variant.text_engine, d.pdf_dpi, d.max_pages, d.max_pixels, image_max_side=image_side)
 
 
 def setting_identity(setting: TextSetting) -> dict[str, Any]:
     """A text setting with the versions of the engines that produce its text."""
-    return {**asdict(setting), "rapidocr": version("rapidocr"), "pypdfium2": version("pypdfium2")}
+    return {**asdict(setting), **engine_versions(setting.engine)}
 
 
 def pin_models(exp: Experiment) -> tuple[Experiment, dict[str, dict[str, str]]]:

@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from invoicelab.config import FaultSpec, ResourceSpec
+from invoicelab.orchestrator.cluster import worker_env
 from invoicelab.orchestrator.resources import actor_options
 
 
@@ -75,7 +76,9 @@ class Pool:
     def __init__(self, label: str, actor_class: Any, ctor: tuple, res: ResourceSpec, faults: FaultSpec,
                  names: list[str], make_args: Callable[[Work], tuple], doc_of: Callable[[Any], str]):
         self.label, self.faults, self.make_args, self.doc_of = label, faults, make_args, doc_of
-        self.slots = [_Slot(actor_class.options(**actor_options(res, faults, name)).remote(*ctor)) for name in names]
+        env = worker_env()
+        self.slots = [_Slot(actor_class.options(**actor_options(res, faults, name, env)).remote(*ctor))
+                      for name in names]
         self.queue: deque[Work] = deque()
         self.ready_refs: dict[ray.ObjectRef, int] = {}
         self.inflight: dict[ray.ObjectRef, tuple[int, Work, ray.ObjectRef, float]] = {}

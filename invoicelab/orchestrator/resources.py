@@ -16,8 +16,8 @@ ACCELERATOR_PREFIX = "accelerator_type:"
 """Ray advertises a node's accelerator type as a tiny custom resource with this prefix."""
 
 
-def actor_options(res: ResourceSpec, faults: FaultSpec, name: str) -> dict[str, Any]:
-    """``ActorClass.options(...)`` for one actor of a pool: reservation, bounded restarts, its name.
+def actor_options(res: ResourceSpec, faults: FaultSpec, name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``ActorClass.options(...)`` for one actor of a pool: reservation, bounded restarts, name, env vars.
 
     Task retries are 0: the orchestrator retries itself (splitting a batch whose worker died), so
     a document that kills its worker can never be retried forever.
@@ -30,6 +30,8 @@ def actor_options(res: ResourceSpec, faults: FaultSpec, name: str) -> dict[str, 
         options["accelerator_type"] = res.accelerator_type
     if res.custom:
         options["resources"] = dict(res.custom)
+    if env:
+        options["runtime_env"] = {"env_vars": dict(env)}
     return options
 
 

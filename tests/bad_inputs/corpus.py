@@ -2,6 +2,8 @@
 
 ``make_corpus(folder)`` writes a dataset folder in which every kind of bad input the tool must
 survive sits beside two good documents, and returns what each document's error must say.
+``make_corpus(folder, containment=True)`` adds entries that point outside the folder (absolute,
+``..``, a URI, symlinks leading out) at a secret file in a sibling folder, which must never be read.
 """
 
 from __future__ import annotations
@@ -130,8 +132,42 @@ EXPECTED = {
 }
 
 
-def make_corpus(folder: Path) -> Path:
-    """Write the corpus into ``folder``; returns the folder. Document ids: GOOD keys and EXPECTED keys."""
+OUTSIDE = "file outside the dataset folder"
+CONTAINMENT = {  # doc_id -> what its error must say; the secret file they point at must never be read
+    "outside_absolute": f"{OUTSIDE}: /",
+    "outside_dotdot": "'..' in the path",
+    "outside_uri": "a URI, not a path in the folder",
+    "outside_symlink": f"{OUTSIDE}: leak.png (a symlink to",
+    "outside_symlink_dir": f"{OUTSIDE}: leakdir/secret.png (a symlink to",
+}
+SECRET_TEXT = "SECRET 4242 PAYROLL"
+
+
+def secret_path(folder: Path) -> Path:
+    """The file that the containment entries of ``make_corpus(folder, containment=True)`` point at."""
+    return folder.parent / f"{folder.name}-outside" / "secret.png"
+
+
+def _containment_lines(folder: Path) -> list[bytes]:
+    secret = secret_path(folder)
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(text_image(SECRET_TEXT))
+    (folder / "leak.png").symlink_to(secret)
+    (folder / "leakdir").symlink_to(secret.parent, target_is_directory=True)
+    files = {"outside_absolute": str(secret), "outside_dotdot": f"../{secret.parent.name}/secret.png",
+             "outside_uri": secret.as_uri(), "outside_symlink": "leak.png", "outside_symlink_dir": "leakdir/secret.png"}
+    return [json.dumps({"doc_id": doc_id, "file": file, "fields": {"total": "1.00"}}).encode()
+            for doc_id, file in files.items()]
+
+
+def make_corpus(folder: Path, containment: bool = False) -> Path:
+    """Write the corpus into ``folder``; returns the folder. Document ids: GOOD keys and EXPECTED keys.
+
+    Args:
+        folder: Where to write (created).
+        containment: Also add the CONTAINMENT entries (after line 12, so the line numbers in EXPECTED
+            hold), and write their secret target into a sibling folder (see ``secret_path``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for doc_id, (name, data) in _files().items():
@@ -142,5 +178,7 @@ def make_corpus(folder: Path) -> Path:
     lines.append(json.dumps({"doc_id": "no_fields", "file": "good_a.png"}).encode())
     lines.append(b'{"doc_id": "broken", "file": "good_a.png", "fields": {')  # line 11: invalid JSON
     lines.append(b'{"doc_id": "latin1", "file": "good_a.png", "fields": {"vendor": "Caf\xe9"}}')  # line 12
+    if containment:
+        lines.extend(_containment_lines(folder))
     (folder / "gt.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     return folder
