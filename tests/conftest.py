@@ -28,7 +28,7 @@ def ray_cluster(private_cache):
     """A local 2-CPU Ray cluster shared by every test that needs one (ray.init costs seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"INVOICELAB_CACHE": str(private_cache), "HF_HUB_OFFLINE": "1"}})
     yield
     ray.shutdown()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections import Counter
 
@@ -56,9 +58,14 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, private_cache):
     out = tmp_path_factory.mktemp("placement")
-    env = {**os.environ, "INVOICELAB_CACHE": str(private_cache), "RAY_ADDRESS": ""}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, capture_output=True, text=True,
-                          timeout=540)
+    # A private Ray temp dir: Cluster records itself as "the current cluster" there, for this test only.
+    ray_tmp = tempfile.mkdtemp(prefix="rp", dir="/tmp")
+    env = {**os.environ, "INVOICELAB_CACHE": str(private_cache), "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp}
+    try:
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, capture_output=True, text=True,
+                              timeout=540)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
     return report, {k: pd.read_parquet(v) for k, v in report.items() if k in ("whole", "halves", "cuda")}

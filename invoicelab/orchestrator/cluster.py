@@ -48,7 +48,8 @@ def connect(spec: RaySpec) -> None:
         for key in _job_env_vars():  # Ray refuses to merge a key set both by the job and here
             env.pop(key, None)
         address = spec.address or os.environ.get("RAY_ADDRESS")
-        kwargs = {"num_cpus": spec.num_cpus} if not address else {"address": address}
+        # "local": start a cluster of our own, never silently join one another process started here.
+        kwargs = {"address": "local", "num_cpus": spec.num_cpus} if not address else {"address": address}
         ray.init(**kwargs, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
                  log_to_driver=True, configure_logging=True)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
