@@ -44,6 +44,16 @@ def actor_name(exp: Experiment, role: str) -> str:
 _RUN_ID = os.urandom(3).hex()
 
 
+class _Batches:
+    """A variant's batches, fixed in advance: its documents in order, ``size`` at a time."""
+
+    def __init__(self, docs: list[int], size: int):
+        self.chunks = [docs[i:i + size] for i in range(0, len(docs), size)]
+        self.of = {d: c for c, chunk in enumerate(self.chunks) for d in chunk}
+        self.waiting = [set(chunk) for chunk in self.chunks]
+        self.refs: dict[int, set] = {c: set() for c in range(len(self.chunks))}
+
+
 class Scheduler:
     """The driver's loop for one run: feeds pools, routes refs, writes, keeps counters."""
 
@@ -54,7 +64,8 @@ class Scheduler:
         self.settings = sorted({v.setting for v in plan.variants if v.todo}, key=lambda s: s.engine)
         self.active = [v for v in plan.variants if v.todo]
         self.units = {v.variant.name: todo_units(v, self.docs) for v in self.active}
-        self.acc: dict[str, tuple[list, set, int]] = {v.variant.name: ([], set(), 0) for v in self.active}
+        self.batches = {v.variant.name: _Batches(sorted(self.units[v.variant.name]), v.variant.batch_size)
+                        for v in self.active}
         self.left = {v.variant.name: len(v.todo) for v in self.active}
         self.started: dict[str, float] = {}
         self.finished: dict[str, float] = {}
@@ -130,7 +141,6 @@ class Scheduler:
                 self._mark(label)
                 self._route(setting, outcome)
         pool.shutdown()
-        self._flush(setting)
 
     @staticmethod
     def _room_for(pages: ResourceSpec, variants: list[VariantPlan]) -> bool:
@@ -187,7 +197,13 @@ class Scheduler:
         return {**self.docs[i].row(), "doc_sha256": self.plan.hashes[i]}
 
     def _route(self, setting, outcome: Outcome) -> None:
-        """Send a page batch (or its failure, as error page rows) to every variant that needs it."""
+        """Send a page batch (or its failure, as error page rows) to every variant that needs it.
+
+        A variant's batches are fixed in advance (its documents in order, ``batch_size`` at a time)
+        and each goes to its pool once all its pages are in: the same documents are batched together
+        whatever order pages arrive in, so answers that depend on the batch (padding, dynamic int8
+        scales) are reproducible.
+        """
         if outcome.payload is not None:
             ref = outcome.payload
         else:
@@ -197,35 +213,16 @@ class Scheduler:
         for v in self.active:
             if v.setting != setting:
                 continue
-            todos, refs, ndocs = self.acc[v.variant.name]
+            batches = self.batches[v.variant.name]
             for i in indices:
-                if i in self.units[v.variant.name]:
-                    todos.extend(self.units[v.variant.name][i])
-                    refs.add(ref)
-                    ndocs += 1
-            self.acc[v.variant.name] = (todos, refs, ndocs)
-            if ndocs >= v.variant.batch_size:
-                self._emit(v)
-
-    def _emit(self, v: VariantPlan) -> None:
-        todos, refs, _ = self.acc[v.variant.name]
-        size = v.variant.batch_size
-        per_doc: dict[str, list] = {}
-        for t in todos:
-            per_doc.setdefault(t[0], []).append(t)
-        docs = list(per_doc)
-        while len(docs) >= size:
-            chunk, docs = docs[:size], docs[size:]
-            self.pools[v.variant.name].put(Work([t for d in chunk for t in per_doc[d]], sorted(refs, key=str)))
-        rest = [t for d in docs for t in per_doc[d]]
-        self.acc[v.variant.name] = (rest, set(refs) if rest else set(), len(docs))
-
-    def _flush(self, setting) -> None:
-        for v in self.active:
-            todos, refs, _ = self.acc[v.variant.name]
-            if v.setting == setting and todos:
-                self.pools[v.variant.name].put(Work(todos, sorted(refs, key=str)))
-                self.acc[v.variant.name] = ([], set(), 0)
+                if i not in batches.of:
+                    continue
+                chunk = batches.of[i]
+                batches.refs[chunk].add(ref)
+                batches.waiting[chunk].discard(i)
+                if not batches.waiting[chunk]:
+                    units = [t for d in batches.chunks[chunk] for t in self.units[v.variant.name][d]]
+                    self.pools[v.variant.name].put(Work(units, sorted(batches.refs.pop(chunk), key=str)))
 
     def _variant_done(self, pool: Pool, outcomes: list[Outcome]) -> None:
         vplan = next(v for v in self.active if v.variant.name == pool.label)
