@@ -28,6 +28,10 @@ from invoicelab.identity import digest
 RESULTS = "results"
 """The folder of a run's result parts."""
 
+RUN_FAULTS = ("worker", "timeout", "load", "pipeline")
+"""Error stages that say what happened to that run (a dead worker, a timeout, a model that did not
+load), not what the computation gives: such rows are never reused by another experiment."""
+
 
 def results_dir(run_dir: Path) -> Path:
     return Path(run_dir) / RESULTS
@@ -76,6 +80,8 @@ def keys_in(folder: Path) -> set[str]:
 def reusable(store_root: Path, own: Path, wanted: set[str]) -> dict[Path, set[str]]:
     """Parts of other runs under ``store_root`` holding rows with wanted keys (first source wins).
 
+    Rows that record a run's own faults (``RUN_FAULTS``) are not reused: they are computed again.
+
     Args:
         store_root: A folder of run folders (``<store_root>/<run>/results/*.parquet``).
         own: This run's results folder, skipped.
@@ -94,9 +100,11 @@ def reusable(store_root: Path, own: Path, wanted: set[str]) -> dict[Path, set[st
             continue
         for part in parts(folder):
             try:
-                keys = set(pq.read_table(part, columns=["key"]).column("key").to_pylist())
+                table = pq.read_table(part, columns=["key", "error_stage"])
             except (pa.ArrowInvalid, KeyError, OSError):
                 continue  # a part of another schema (an older version) or unreadable: not reusable
+            stages = table.column("error_stage").to_pylist()
+            keys = {k for k, stage in zip(table.column("key").to_pylist(), stages) if stage not in RUN_FAULTS}
             hit = keys & left
             if hit:
                 found[part] = hit

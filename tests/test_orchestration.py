@@ -151,3 +151,15 @@ def test_ocr_and_inference_overlap(ray_cluster, tmp_path):
     timings = result.summary["timings"]
     assert len(frame(result)) == 6
     assert timings["rules"]["first_s"] < timings["pages (rapidocr)"]["last_s"], timings
+
+
+def test_rows_of_another_runs_faults_are_not_reused(ray_cluster, tmp_path):
+    """A timeout in one experiment says what happened to that run, not what the computation gives."""
+    variant = {"name": "v", "backend": "fake", "batch_size": 1,
+               "options": {"hang_on": [DOCS[0]], "hang_s": 8}, "faults": {"batch_timeout_s": 2}}
+    first = run_experiment(parse_experiment(config(tmp_path, [variant], name="first", n=3)))
+    assert (frame(first).set_index("doc_id").loc[DOCS[0], "error_stage"]) == "timeout"
+    patient = {**variant, "faults": {"batch_timeout_s": 60}}  # faults are not part of the identity
+    second = run_experiment(parse_experiment(config(tmp_path, [patient], name="second", n=3)))
+    assert second.summary["reused_rows"] == 2 and second.summary["computed_rows"] == 1
+    assert frame(second)["error"].isna().all()
