@@ -112,6 +112,9 @@ def test_plan_prints_rows_to_compute_and_what_fits(ray_cluster, tmp_path):
     assert lines["a"].split()[1:5] == ["3", "0", "0", "3"] and lines["a"].rstrip().endswith("yes")
     assert "cannot run: variant 'gpu'" in result.output and "GPU=2" in result.output
     assert not (tmp_path / "orch").exists()  # a plan starts and writes nothing
+    refused = CliRunner().invoke(main, ["run", str(path)])
+    assert refused.exit_code == 2 and "the cluster cannot hold this experiment" in refused.output
+    assert not list((tmp_path / "orch" / "results").glob("*.parquet"))
 
 
 def test_killed_driver_then_resume_computes_only_the_missing_rows(ray_cluster, tmp_path, private_cache):

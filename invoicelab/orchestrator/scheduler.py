@@ -118,20 +118,24 @@ class Scheduler:
     def _pages(self, setting) -> None:
         todo = self.plan.todo_docs(setting)
         res = self.exp.page_stage
+        variants = [v for v in self.active if v.setting == setting]
+        together = self._room_for(res, variants)  # asked before the page actors take their share
         names = [actor_name(self.exp, f"pages/{i}") for i in range(res.actors)]
         pool = Pool("pages", ray.remote(PageActor), (asdict(setting), str(cache_root())), res,
                     self.exp.page_faults, names, lambda w: (w.units,), doc_of=lambda d: d["doc_id"])
         label = f"pages ({setting.engine})"
         self.progress.add(label, len(todo))
-        variants = [v for v in self.active if v.setting == setting]
-        if not self._room_for(res, variants):
+        if not together:
             # Then variant actors are created once a page actor holds its reservation: created
             # earlier, they could take every CPU while waiting for pages that then never come.
             while not any(s.state in ("idle", "busy", "dead") for s in pool.slots):
                 self._step([pool])
         for v in variants:
             self.pools[v.variant.name] = self._variant_pool(v)
-        size = max(1, min(16, math.ceil(len(todo) / (4 * res.actors))))
+        # Small enough that every page actor has several batches and the first variant batch can
+        # start after one page batch; at most 16 documents per task.
+        smallest = min(v.variant.batch_size for v in variants)
+        size = max(1, min(16, smallest, math.ceil(len(todo) / (4 * res.actors))))
         batches = [todo[i:i + size] for i in range(0, len(todo), size)]
         while batches or not pool.idle:
             while batches and len(pool.queue) < res.actors and self._room():
@@ -150,7 +154,7 @@ class Scheduler:
         for res in [pages, *(v.variant.resources for v in variants)]:
             for key, amount in demand(res).items():
                 need[key] = need.get(key, 0.0) + amount * res.actors
-        return all(free.get(key, 0.0) >= amount for key, amount in need.items())
+        return all(free.get(key, 0.0) >= amount - 1e-6 for key, amount in need.items())
 
     def _room(self) -> bool:
         """Backpressure: stop reading pages while running variants have plenty queued."""
