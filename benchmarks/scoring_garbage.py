@@ -29,8 +29,27 @@ def seconds(spec: FieldSpec, repeats: int = 3) -> float:
     return best
 
 
+PARSER_GARBAGE = ['"' * 100_000, '{"a": "' + "\\" * 100_000, '{"a": [1,' * 12_000, "{a:" + " " * 100_000 + "x"]
+
+
+def parse_seconds(repeats: int = 3) -> float:
+    """The output parser on the same kinds of 100 KB garbage as tests/test_parsing.py (slowest input)."""
+    from invoicelab.parsing import parse_fields
+
+    worst = 0.0
+    for text in PARSER_GARBAGE:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            parse_fields(text, ["total", "invoice_date"])
+            best = min(best, time.perf_counter() - start)
+        worst = max(worst, best)
+    return worst
+
+
 def main() -> None:
     times = {name: seconds(spec) for name, spec in SPECS.items()}
+    times["parse_fields"] = parse_seconds()
     print("   ".join(f"{name}: {s:.3f} s" for name, s in times.items()) + f"   ({len(GARBAGE)} characters)")
     slowest = max(times.values())
     print(json.dumps({"benchmark": "scoring_garbage", "metric": "slowest_type_s_per_100kb", "value": round(slowest, 3),

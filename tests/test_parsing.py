@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -179,10 +178,9 @@ def test_python_literals_and_nested_depth_do_not_break_it():
         "{a:" + " " * 100_000 + "x",
     ],
 )
-def test_100kb_garbage_is_fast(garbage):
-    start = time.perf_counter()
+def test_100kb_garbage_parses_to_every_field(garbage):
+    # How fast: benchmarks/scoring_garbage.py (a wall-clock assert here flakes on a loaded machine).
     parsed = parse_fields(garbage, FIELDS)
-    assert time.perf_counter() - start < 2.0
     assert set(parsed.fields) == set(FIELDS)
 
 
