@@ -59,11 +59,6 @@ def schema(fields: Sequence[str]) -> pa.Schema:
     return pa.schema(BASE_COLUMNS + field_columns(fields))
 
 
-def key(row: dict[str, Any]) -> tuple[str, str, str]:
-    """What makes a row unique: (doc_id, variant, prompt)."""
-    return row["doc_id"], row["variant"], row["prompt"]
-
-
 def to_table(rows: list[dict[str, Any]], fields: Sequence[str]) -> pa.Table:
     """Rows (dicts; missing columns become null) as a table of the result schema."""
     return pa.Table.from_pylist(rows, schema=schema(fields))

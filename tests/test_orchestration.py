@@ -93,6 +93,9 @@ def test_rerun_computes_nothing_and_another_experiment_reuses_shared_rows(ray_cl
     again = run_experiment(parse_experiment(config(tmp_path, variants, name="one")))
     assert again.summary["computed_rows"] == 0 and again.summary["reused_rows"] == 0
     assert len(store.parts(first.results)) == len(store.parts(again.results))
+    import pyarrow.dataset as pads  # the run's folder is one dataset for Arrow-based readers too
+
+    assert pads.dataset(first.results).to_table(columns=["key"]).num_rows == 8
     # Same variant under another name, plus one more: the shared rows come from the store.
     two = [{"name": "renamed", "backend": "fake", "batch_size": 3}, {"name": "b", "backend": "fake", "batch_size": 5}]
     other = run_experiment(parse_experiment(config(tmp_path, two, name="two")))

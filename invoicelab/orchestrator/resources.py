@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.data import ActorPoolStrategy
-
 from invoicelab.config import FaultSpec, ResourceSpec
 
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -66,16 +64,3 @@ def fit_problem(label: str, res: ResourceSpec, nodes: list[dict[str, float]]) ->
 
 def _fmt(resources: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()))
-
-
-def actor_pool_args(res: ResourceSpec, batch_size: int) -> dict[str, Any]:
-    """``map_batches`` keyword arguments for a fixed pool of ``res.actors`` actors (benchmarks)."""
-    args: dict[str, Any] = {
-        "compute": ActorPoolStrategy(size=res.actors),
-        "num_cpus": res.num_cpus,
-        "batch_size": batch_size,
-        "batch_format": "pyarrow",
-    }
-    if res.num_gpus:
-        args["num_gpus"] = res.num_gpus
-    return args
