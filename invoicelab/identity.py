@@ -86,21 +86,19 @@ def hub_revision(repo_id: str) -> str:
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's content, cached by (path, size, mtime) so large weights are hashed once."""
-    stat = path.stat()
+    from invoicelab.backends.models import file_hash
     from invoicelab.data.sources import cache_root
 
+    stat = path.stat()
     memo = cache_root() / "digests" / (digest([str(path.resolve()), stat.st_size, stat.st_mtime_ns]) + ".txt")
     if memo.is_file():
         return memo.read_text().strip()
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    value = file_hash(path, length=64)
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(h.hexdigest())
+    tmp.write_text(value)
     tmp.replace(memo)
-    return h.hexdigest()
+    return value
 
 
 def folder_digest(path: Path) -> str:

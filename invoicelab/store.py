@@ -166,11 +166,11 @@ def retire(folder: Path, keep: set[str]) -> int:
     return moved
 
 
-def dedupe(folder: Path) -> int:
+def dedupe(folder: Path) -> tuple[int, set[str]]:
     """Keep each key once (the first part in name order wins); rewrite parts that repeat a key.
 
     Returns:
-        Rows removed.
+        Rows removed, and the keys the folder holds afterwards.
     """
     seen: set[str] = set()
     removed = 0
@@ -188,4 +188,4 @@ def dedupe(folder: Path) -> int:
             write_part(part.parent, pq.read_table(part).take(pa.array(keep, pa.int64())), part.stem)
         else:
             part.unlink()
-    return removed
+    return removed, seen

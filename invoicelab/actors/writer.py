@@ -46,8 +46,7 @@ class ResultWriter:
 
     def finalize(self, expected: list[str]) -> dict[str, Any]:
         """Drop repeated keys; return how many, and which expected keys have no row."""
-        removed = store.dedupe(self.folder)
-        present = store.keys_in(self.folder)
+        removed, present = store.dedupe(self.folder)
         return {"duplicates_dropped": removed, "missing": [k for k in expected if k not in present]}
 
     def summarize(self, timings: dict[str, dict[str, float]], kind: str, seed: int,

@@ -101,8 +101,9 @@ class Pool:
         return not self.queue and not self.inflight
 
     @property
-    def load_errors(self) -> list[str]:
-        return [s.info["load_error"] for s in self.slots if s.info.get("load_error")]
+    def running(self) -> bool:
+        """Whether some actor of the pool holds its reservation (started and not dead)."""
+        return any(s.state in ("idle", "busy") for s in self.slots)
 
     def placements(self) -> list[dict[str, Any]]:
         """What each actor that started reported: node id, GPU ids, name, pid."""

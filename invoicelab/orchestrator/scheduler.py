@@ -158,7 +158,7 @@ class Scheduler:
 
     def _room(self) -> bool:
         """Backpressure: stop reading pages while running variants have plenty queued."""
-        running = [p for p in self.pools.values() if any(s.state in ("idle", "busy") for s in p.slots)]
+        running = [p for p in self.pools.values() if p.running]
         return not running or sum(len(p.queue) for p in running) < 4 * sum(len(p.slots) for p in running)
 
     def _step(self, extra: list[Pool]) -> list[Outcome]:
@@ -184,7 +184,7 @@ class Scheduler:
         for pool in pools:
             self._sort(pool, pool.expire(), extra, out)
         for name, pool in self.pools.items():
-            if name not in self.started and any(s.state in ("idle", "busy") for s in pool.slots):
+            if name not in self.started and pool.running:
                 self.started[name] = time.perf_counter()
         return out
 
