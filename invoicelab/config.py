@@ -13,18 +13,32 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-BACKENDS = ("fake", "ocr-llm", "rules")
-"""Backends that exist; the lazy registry in ``invoicelab.backends`` must list the same names."""
+from invoicelab.variants import (  # noqa: F401 - re-exported: the configuration's public names
+    BACKENDS,
+    PRECISIONS,
+    FakeVariant,
+    FaultSpec,
+    GenerationSpec,
+    ImageSpec,
+    OcrLlmVariant,
+    OcrSpec,
+    OpenAIVariant,
+    ResourceSpec,
+    RulesVariant,
+    Strict,
+    Variant,
+    VariantBase,
+    VllmVariant,
+    VlmVariant,
+)
 
+VariantSpec = VariantBase
+"""Any variant (annotations): the concrete class is the one its ``backend`` names."""
 
 class ConfigError(ValueError):
     """A configuration that cannot run. The message names the field path and what is allowed."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ExperimentKind(str, Enum):
@@ -99,125 +113,6 @@ class DatasetSpec(Strict):
         return self
 
 
-class OcrSpec(Strict):
-    """How a page becomes text for text-only backends."""
-
-    engine: Literal["rapidocr", "pdf-text", "none"] | None = Field(
-        None,
-        description="rapidocr: PP-OCR models shipped in the rapidocr wheel, offline; pdf-text: a PDF's own text "
-        "layer, falling back to rapidocr for pages without one; none: no text (only check that documents load). "
-        "Default: none for the fake backend, rapidocr otherwise.",
-    )
-    max_chars: int = Field(3000, ge=100, description="Truncate the page text given to a model to this many characters.")
-
-
-class GenerationSpec(Strict):
-    """Decoding settings of a generative backend."""
-
-    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens generated at most per document.")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass when temperature > 0.")
-
-
-class ResourceSpec(Strict):
-    """What each actor of a variant's pool reserves, and how many actors it has."""
-
-    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch in the actor uses this many threads.")
-    num_gpus: float = Field(
-        0.0, ge=0, description="GPUs per actor (0 on CPU machines). Fractions (0.5) let actors share one GPU; "
-        "whole numbers give each actor GPUs of its own. The model goes on the GPU Ray assigned to the actor."
-    )
-    actors: int = Field(1, ge=1, description="Actors in the variant's pool (each loads the model once).")
-    accelerator_type: str | None = Field(
-        None, description="Only place actors on nodes with this accelerator type (Ray's names: 'H100', 'L4', 'A10G')."
-    )
-    custom: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources per actor, e.g. {spot_gpu: 1} (nodes must declare them)."
-    )
-
-    @field_validator("custom")
-    @classmethod
-    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in value.items() if v < 0 or k in ("CPU", "GPU", "memory")}
-        if bad:
-            raise ValueError(f"custom resources must be >= 0 and not CPU/GPU/memory (use num_cpus/num_gpus): {bad}")
-        return value
-
-
-class FaultSpec(Strict):
-    """How a pool deals with workers that die or hang: all bounded, so a bad document cannot hang a run."""
-
-    max_restarts: int = Field(
-        10, ge=0, le=1000, description="Times each actor is restarted after its process died (out-of-memory, segfault)."
-    )
-    max_retries: int = Field(
-        1, ge=0, le=10,
-        description="A batch whose worker died is split in halves and retried; a single document is retried this "
-        "many times before it becomes an error row. The rest of its batch still succeeds.",
-    )
-    batch_timeout_s: float | None = Field(
-        None, gt=0, description="A batch running longer than this is abandoned (its actor is restarted) and its "
-        "documents become error rows. None: no limit.",
-    )
-
-
-PRECISIONS = ("fp32", "bf16", "fp16", "int8-dynamic", "bnb-int8", "bnb-nf4")
-
-
-class VariantSpec(Strict):
-    """One model (or quantization) variant: an actor pool that holds one loaded model."""
-
-    name: str = Field(..., min_length=1, description="Unique label of the variant in results.")
-    backend: str = Field(..., description=f"Backend: one of {', '.join(BACKENDS)}.")
-    model: str | None = Field(
-        None,
-        description="Model source: a Hugging Face id, a local folder, or the bundled 'smollm2-135m-instruct'.",
-    )
-    revision: str | None = Field(
-        None, description="Hugging Face models: the commit to load. Default: the commit the driver's local Hugging "
-        "Face cache holds for the id, resolved once and sent to every actor so all nodes load the same weights.",
-    )
-    precision: str = Field("fp32", description=f"Weights precision/quantization: one of {', '.join(PRECISIONS)}.")
-    batch_size: int = Field(4, ge=1, le=4096, description="Documents per model call.")
-    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings.")
-    resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Per-actor resources and pool size.")
-    faults: FaultSpec = Field(default_factory=FaultSpec, description="Restarts, retries and timeouts of the pool.")
-    ocr: OcrSpec = Field(default_factory=OcrSpec, description="OCR settings for text backends.")
-    fallback: Literal["rules", "none"] = Field(
-        "rules",
-        description="ocr-llm: where the model's value for a field is missing or invalid for its type, take the "
-        "rules baseline's value (recorded per row in `fallback_fields`).",
-    )
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="Backend-specific options (fake: error_rate, garbage_rate, delay_s)."
-    )
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; available: {', '.join(BACKENDS)}")
-        return value
-
-    @field_validator("precision")
-    @classmethod
-    def _known_precision(cls, value: str) -> str:
-        if value not in PRECISIONS:
-            raise ValueError(f"unknown precision {value!r}; available: {', '.join(PRECISIONS)}")
-        return value
-
-    @model_validator(mode="after")
-    def _llm_needs_model(self) -> VariantSpec:
-        if self.backend == "ocr-llm" and not self.model:
-            raise ValueError("backend 'ocr-llm' needs `model` (a Hugging Face id, a path or 'smollm2-135m-instruct')")
-        return self
-
-    @property
-    def text_engine(self) -> str:
-        """The OCR engine this variant's documents go through."""
-        return self.ocr.engine or ("none" if self.backend == "fake" else "rapidocr")
-
-
 class RaySpec(Strict):
     """Where the experiment runs."""
 
@@ -242,7 +137,7 @@ class Experiment(Strict):
         default_factory=lambda: ["terse-json"], min_length=1, description="Prompt ids from the prompts folder."
     )
     prompts_dir: str | None = Field(None, description="Folder of prompt templates (default: the repo's prompts/).")
-    variants: list[VariantSpec] = Field(..., min_length=1, description="Model variants to compare.")
+    variants: list[Variant] = Field(..., min_length=1, description="Model variants to compare, each with its backend's settings.")
     ray: RaySpec = Field(default_factory=RaySpec, description="Cluster settings.")
     page_stage: ResourceSpec = Field(
         default_factory=ResourceSpec, description="Resources of the page-loading/OCR stage's actor pool."
@@ -303,10 +198,18 @@ def is_uri(path: str) -> bool:
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # A discriminated variant's errors carry its backend as a path part: variants.0.ocr-llm.precision
+        parts = [str(p) for i, p in enumerate(e["loc"]) if not (p in BACKENDS and i and isinstance(e["loc"][i - 1], int))]
+        loc = ".".join(parts) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
+        elif e["type"] == "literal_error":
+            msg = f"unknown {parts[-1]} {e['input']!r}; available: {e['ctx']['expected']}"
+        elif e["type"] == "union_tag_invalid":
+            loc, msg = f"{loc}.backend", f"unknown backend {e['input'].get('backend')!r}; available: {', '.join(BACKENDS)}"
+        elif e["type"] == "union_tag_not_found":
+            loc, msg = f"{loc}.backend", f"missing; one of {', '.join(BACKENDS)}"
         lines.append(f"  {loc}: {msg}")
     return "invalid experiment config:\n" + "\n".join(lines)
 

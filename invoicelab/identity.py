@@ -23,7 +23,8 @@ from typing import Any
 from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.prompts import Prompt
 
-BACKEND_LIBRARIES = {"ocr-llm": ("transformers", "torch")}
+_HF = ("transformers", "torch", "xgrammar", "bitsandbytes", "torchao")
+BACKEND_LIBRARIES = {"ocr-llm": _HF, "transformers-vlm": _HF, "vllm": ("vllm", "xgrammar")}
 """The libraries whose version changes what a backend computes."""
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model", ".txt", ".jinja")
@@ -58,7 +59,9 @@ def model_identity(variant: VariantSpec) -> dict[str, str]:
         ``{"source": ..., "revision": ...}`` for a Hugging Face id (the commit), or
         ``{"source": ..., "sha256": ...}`` for a bundled or local model (a hash of its files).
     """
-    source = variant.model
+    source = variant.model_source
+    if getattr(variant, "base_url", None):  # a served model: the server and the name it serves it under
+        return {"source": f"{variant.base_url} {source}"}
     if not source:
         return {"source": ""}
     from invoicelab.backends.models import BUNDLED, ModelSourceError, bundled_gguf
@@ -71,7 +74,7 @@ def model_identity(variant: VariantSpec) -> dict[str, str]:
     path = Path(source).expanduser()
     if path.exists():
         return {"source": str(path.resolve()), "sha256": folder_digest(path)}
-    return {"source": source, "revision": variant.revision or hub_revision(source)}
+    return {"source": source, "revision": getattr(variant, "revision", None) or hub_revision(source)}
 
 
 def hub_revision(repo_id: str) -> str:
@@ -118,11 +121,8 @@ def variant_identity(variant: VariantSpec, model: dict[str, str]) -> dict[str, A
     libraries = {lib: version(lib) for lib in BACKEND_LIBRARIES.get(variant.backend, ())}
     res = variant.resources
     return {
-        "backend": variant.backend, "model": model, "precision": variant.precision,
+        **variant.identity(), "model": model,
         "device": "cuda" if res.num_gpus > 0 else "cpu", "accelerator_type": res.accelerator_type,
-        "batch_size": variant.batch_size,
-        "generation": variant.generation.model_dump(mode="json"), "options": variant.options,
-        "fallback": variant.fallback, "max_chars": variant.ocr.max_chars,
         "libraries": {"invoicelab": version("invoicelab"), **libraries},
     }
 

@@ -180,12 +180,13 @@ def test_page_reader_reads_s3_documents_without_a_local_copy(s3_dataset, tmp_pat
         key = doc.path.removeprefix(f"s3://{BUCKET}/")
         assert row["doc_sha256"] == hashlib.sha256(s3_dataset[key]).hexdigest()
         if image_max_side:
-            image = Image.open(io.BytesIO(row["image_png"]))
+            [png] = row["images_png"]
+            image = Image.open(io.BytesIO(png))
             original = Image.open(io.BytesIO(s3_dataset[key]))
             assert image.format == "PNG" and max(image.size) == 64
             assert abs(image.size[0] / image.size[1] - original.size[0] / original.size[1]) < 0.05
         else:
-            assert row["image_png"] is None
+            assert row["images_png"] is None
 
 
 def test_page_reader_names_the_uri_of_a_document_that_vanished(s3_dataset, s3_server, tmp_path):
@@ -197,7 +198,7 @@ def test_page_reader_names_the_uri_of_a_document_that_vanished(s3_dataset, s3_se
     docs = read_manifest(f"s3://{BUCKET}/gone")
     [row] = PageReader({**SETTING, "image_max_side": 64}, cache_dir=str(tmp_path))(_batch(docs)).to_pylist()
     assert row["error"] == f"not an image: s3://{BUCKET}/gone/g.png (neither an image format nor a PDF)"
-    assert row["error_stage"] == "load" and row["doc_sha256"] == "" and row["image_png"] is None
+    assert row["error_stage"] == "load" and row["doc_sha256"] == "" and row["images_png"] is None
     boto3.client("s3", endpoint_url=s3_server).delete_object(Bucket=BUCKET, Key="gone/g.png")
     [row] = PageReader(SETTING, cache_dir=str(tmp_path / "fresh"))(_batch(docs)).to_pylist()
     assert row["error"] == f"file not found: s3://{BUCKET}/gone/g.png" and row["error_stage"] == "load"

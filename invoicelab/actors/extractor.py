@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from invoicelab.backends import create_backend
-from invoicelab.backends.base import DocInput, Extraction
+from invoicelab.backends.base import DocInput, Extraction, ReadsGroundTruth
 from invoicelab.config import Experiment, FieldSpec, VariantSpec
 from invoicelab.prompts import Prompt
 from invoicelab.results import NO_PROMPT, error_row, to_table
@@ -39,7 +39,7 @@ def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, f
     row = {
         "key": key or None, "doc_sha256": doc.get("doc_sha256") or None, **(where or {}),
         "doc_id": doc["doc_id"], "file": doc.get("path", ""), "variant": variant.name, "backend": variant.backend,
-        "model": variant.model or "", "precision": variant.precision if variant.backend == "ocr-llm" else "",
+        "model": variant.model_source or "", "precision": variant.precision_label,
         "prompt": prompt.id if prompt else NO_PROMPT, "prompt_version": prompt.version if prompt else 0,
         "batch_size": variant.batch_size, "ocr_s": doc.get("ocr_s"), "ocr_cached": doc.get("ocr_cached"),
         "backend_info": info or None,
@@ -96,8 +96,10 @@ class Extractor:
         todo = [(b, d) for b, d in zip(bases, docs) if not d["error"]]
         if not todo:
             return bad
-        inputs = [DocInput(d["doc_id"], d.get("text") or "", d["path"],
-                           {f: b[f"gt_{f}"] for f in self.fields}) for b, d in todo]
+        inputs = [DocInput(d["doc_id"], d.get("text") or "", d["path"], tuple(d.get("images_png") or ()))
+                  for _, d in todo]
+        if isinstance(self.backend, ReadsGroundTruth):
+            self.backend.see_truth({d["doc_id"]: {f: b[f"gt_{f}"] for f in self.fields} for b, d in todo})
         start = time.perf_counter()
         try:
             outs = self.backend.extract(inputs, prompt)

@@ -35,7 +35,7 @@ PAGE_COLUMNS: dict[str, pa.DataType] = {
     "ocr_cached": pa.bool_(),
     "error_stage": pa.string(),
     "doc_sha256": pa.string(),  # hex digest of the bytes read; "" when the document could not be read
-    "image_png": pa.binary(),  # first page as PNG, longest side <= image_max_side; null when not asked or on error
+    "images_png": pa.list_(pa.binary()),  # pages as PNG, longest side <= image_max_side; null when not asked or on error
 }
 
 # Libraries whose code produces each engine's text. pdf-text OCRs pages without a text layer with
@@ -51,7 +51,10 @@ class TextSetting:
     dpi: int
     max_pages: int
     max_pixels: int
-    image_max_side: int = 0  # > 0: add the first page as a PNG at most this many pixels on its longest side
+    image_max_side: int = 0  # > 0: add page images as PNG at most this many pixels on their longest side
+    image_pages: int = 1  # how many pages' images (from the first)
+    image_pixel_budget: int = 0  # > 0: stop adding pages once their pixels together would pass this (first page kept)
+    ocr_languages: str = ""  # the OCR engine's language packs, where it has a choice (tesseract)
 
 
 def page_schema(input_schema: pa.Schema) -> pa.Schema:
@@ -92,7 +95,7 @@ class PageReader:
         rows = batch.to_pylist()
         for row in rows:
             row.update(text="", ocr_s=0.0, ocr_cached=False, error_stage="input" if row["error"] else None,
-                       doc_sha256="", image_png=None)
+                       doc_sha256="", images_png=None)
             if not row["error"]:
                 self._read(row)
         return pa.Table.from_pylist(rows, schema=page_schema(batch.schema))
@@ -106,13 +109,13 @@ class PageReader:
             row["doc_sha256"] = storage.sha256(str(local))
             row["text"], row["ocr_cached"], pages = self._text(local, row["doc_sha256"])
             if self.setting.image_max_side > 0:
-                row["image_png"] = self._image(local, pages)
+                row["images_png"] = self._images(local, pages)
         except DocumentError as err:
             row.update(error=_name_location(str(err), local, location), error_stage="load",
-                       doc_sha256="", image_png=None)
+                       doc_sha256="", images_png=None)
         except Exception as err:  # noqa: BLE001 - an engine failure on one document is that document's error
             reason = _name_location(f"OCR failed: {type(err).__name__}: {err}", local, location)
-            row.update(error=reason, error_stage="ocr", doc_sha256="", image_png=None)
+            row.update(error=reason, error_stage="ocr", doc_sha256="", images_png=None)
         row["ocr_s"] = time.perf_counter() - start
 
     def _text(self, path: Path, content_sha256: str) -> tuple[str, bool, list | None]:
@@ -134,18 +137,29 @@ class PageReader:
             tmp.replace(key)
         return text, False, None
 
-    def _image(self, path: Path, pages: list | None) -> bytes:
-        """The first page as PNG bytes, scaled down (never up) to ``image_max_side`` on its longest side."""
+    def _images(self, path: Path, pages: list | None) -> list[bytes]:
+        """Pages as PNG bytes, scaled down (never up) to ``image_max_side`` on their longest side.
+
+        ``image_pages`` pages from the first; with a pixel budget, pages stop where the next one would
+        pass it (the first page is always given).
+        """
         s = self.setting
-        page = pages[0] if pages else load_pages(path, dpi=s.dpi, max_pages=1, max_pixels=s.max_pixels)[0]
-        page.thumbnail((s.image_max_side, s.image_max_side))  # keeps the aspect ratio
-        buf = io.BytesIO()
-        page.save(buf, format="PNG")
-        return buf.getvalue()
+        n = min(s.image_pages, s.max_pages)
+        pages = pages[:n] if pages else load_pages(path, dpi=s.dpi, max_pages=n, max_pixels=s.max_pixels)
+        out, used = [], 0
+        for page in pages:
+            page.thumbnail((s.image_max_side, s.image_max_side))  # keeps the aspect ratio
+            used += page.width * page.height
+            if out and s.image_pixel_budget and used > s.image_pixel_budget:
+                break
+            buf = io.BytesIO()
+            page.save(buf, format="PNG")
+            out.append(buf.getvalue())
+        return out
 
     def _ocr_identity(self) -> dict[str, Any]:
-        # image_max_side is left out: it changes the pixels sent on, not the OCR text.
-        identity = {k: v for k, v in asdict(self.setting).items() if k != "image_max_side"}
+        # The image settings are left out: they change the pixels sent on, not the OCR text.
+        identity = {k: v for k, v in asdict(self.setting).items() if not k.startswith("image_")}
         return {**identity, "versions": engine_versions(self.setting.engine)}
 
     def _key(self, content_sha256: str) -> Path | None:

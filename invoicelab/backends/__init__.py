@@ -1,6 +1,6 @@
 """Backend registry: a small dict of lazy names, so only the chosen backend is imported.
 
-Adding a backend is one module and one line here (and its name in ``config.BACKENDS``).
+Adding a backend is one module and one line here, beside its typed settings in ``invoicelab.variants``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ REGISTRY: dict[str, str] = {
     "fake": "invoicelab.backends.fake:FakeBackend",
     "ocr-llm": "invoicelab.backends.ocr_llm:OcrLlmBackend",
     "rules": "invoicelab.backends.baseline:RulesBackend",
+    "transformers-vlm": "invoicelab.backends.vlm:VlmBackend",
+    "vllm": "invoicelab.backends.vllm_engine:VllmBackend",
+    "openai-http": "invoicelab.backends.openai_http:OpenAIBackend",
 }
-assert set(REGISTRY) == set(BACKENDS), "config.BACKENDS and backends.REGISTRY must list the same names"
+assert set(REGISTRY) == set(BACKENDS), "variants.BACKENDS and backends.REGISTRY must list the same names"
 
 
 def backend_class(name: str) -> type:

@@ -8,7 +8,7 @@ error policy and scores. Construction loads the model once; ``extract`` may be c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.prompts import Prompt
@@ -18,17 +18,20 @@ from invoicelab.prompts import Prompt
 class DocInput:
     """One document as a backend sees it.
 
+    It never holds ground truth: a backend that needs it to play a model (``fake``) declares
+    ``ReadsGroundTruth`` and is handed it separately.
+
     Attributes:
         doc_id: The document's id.
         text: Page text from the variant's OCR engine ("" for backends that read images).
-        path: The image or PDF on disk.
-        gt: Ground truth per field (only the fake backend may look at it).
+        path: The document's location (a local path or a URI); read pixels from ``images``.
+        images: Page images as PNG bytes, in page order (empty unless the variant reads images).
     """
 
     doc_id: str
     text: str
     path: str
-    gt: dict[str, str | None] = field(default_factory=dict)
+    images: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Extraction:
         parse_error: Why the raw output was not a usable JSON object (None if it was).
         tokens_in: Prompt tokens.
         tokens_out: Generated tokens.
+        cost: Money this answer cost (served backends with a price), else None.
         fallback_fields: Fields whose value came from the fallback instead of the model.
         error: Set when the backend produced nothing usable for this document.
     """
@@ -50,6 +54,7 @@ class Extraction:
     parse_error: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    cost: float | None = None
     fallback_fields: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -70,3 +75,11 @@ class Backend(Protocol):
     def info(self) -> dict[str, Any]:
         """What was really loaded (model, precision, dtypes, memory), for the results."""
         ...
+
+
+@runtime_checkable
+class ReadsGroundTruth(Protocol):
+    """A backend that is given the ground truth (the ``fake`` backend only): its own channel, apart from inputs."""
+
+    def see_truth(self, truth: dict[str, dict[str, str | None]]) -> None:
+        """Ground truth per doc id and field, for the documents of the next ``extract`` call."""

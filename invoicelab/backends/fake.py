@@ -2,7 +2,8 @@
 
 For tests and dry runs of the orchestration: no model, no OCR, instant. Its answers go through
 the real output parser. Faults are deterministic per (seed, variant, prompt, document), so a
-test can predict them. Options (``variant.options``):
+test can predict them. It reads the ground truth through its own channel (``see_truth``), never
+from its document inputs. Options (``variant.options``, typed in ``variants.FakeOptions``):
 
 - ``error_rate``: fraction of documents for which the backend reports an error.
 - ``garbage_rate``: fraction answered with text that holds no JSON.
@@ -28,9 +29,6 @@ from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
 
-_KNOWN = {"error_rate", "garbage_rate", "wrong_rate", "delay_s", "crash_on", "kill_on", "hang_on", "hang_s"}
-
-
 def draw(*parts: object) -> float:
     """A deterministic number in [0, 1) from the parts."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
@@ -44,14 +42,15 @@ class FakeBackend:
 
     def __init__(self, variant: VariantSpec, fields: dict[str, FieldSpec], num_threads: int | None = None,
                  seed: int = 0, device: str = "cpu"):
-        unknown = set(variant.options) - _KNOWN
-        if unknown:
-            raise ValueError(f"fake backend: unknown options {sorted(unknown)}; available: {sorted(_KNOWN)}")
         self.variant, self.fields, self.seed = variant, fields, seed
-        self.opts: dict[str, Any] = variant.options
+        self.opts = variant.options
+        self.truth: dict[str, dict[str, str | None]] = {}
+
+    def see_truth(self, truth: dict[str, dict[str, str | None]]) -> None:
+        self.truth = truth
 
     def _rate(self, name: str, prompt_id: str) -> float:
-        value = self.opts.get(name, 0.0)
+        value = getattr(self.opts, name)
         return float(value.get(prompt_id, 0.0) if isinstance(value, dict) else value)
 
     def _answer(self, doc: DocInput, prompt_id: str) -> Extraction:
@@ -61,7 +60,7 @@ class FakeBackend:
         if roll("garbage") < self._rate("garbage_rate", prompt_id):
             raw = "I am sorry, I cannot read this invoice."
         else:
-            values = {f: doc.gt.get(f) for f in self.fields}
+            values = {f: self.truth.get(doc.doc_id, {}).get(f) for f in self.fields}
             if roll("wrong") < self._rate("wrong_rate", prompt_id):
                 values = {f: "not-the-value" for f in values}
             raw = json.dumps(values, ensure_ascii=False)
@@ -71,16 +70,16 @@ class FakeBackend:
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
         ids = {d.doc_id for d in docs}
-        if ids & set(self.opts.get("kill_on", [])):
+        if ids & set(self.opts.kill_on):
             os.kill(os.getpid(), signal.SIGKILL)
-        if ids & set(self.opts.get("hang_on", [])):
-            time.sleep(float(self.opts.get("hang_s", 3600)))
-        if ids & set(self.opts.get("crash_on", [])):
+        if ids & set(self.opts.hang_on):
+            time.sleep(self.opts.hang_s)
+        if ids & set(self.opts.crash_on):
             raise RuntimeError(f"fake: injected crash on a batch of {len(docs)} documents")
-        if self.opts.get("delay_s"):
-            time.sleep(float(self.opts["delay_s"]))
+        if self.opts.delay_s:
+            time.sleep(self.opts.delay_s)
         prompt_id = prompt.id if prompt else ""
         return [self._answer(d, prompt_id) for d in docs]
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "fake", "options": self.opts}
+        return {"backend": "fake", "options": self.opts.model_dump(mode="json")}

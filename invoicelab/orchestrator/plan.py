@@ -83,8 +83,18 @@ class Plan:
 def text_setting(exp: Experiment, variant: VariantSpec) -> TextSetting:
     """How this variant's documents become text (and pixels)."""
     d = exp.dataset
-    image_side = getattr(backend_class(variant.backend), "image_max_side", 0)
-    return TextSetting(variant.text_engine, d.pdf_dpi, d.max_pages, d.max_pixels, image_max_side=image_side)
+    images = variant.images
+    if images is None:
+        return TextSetting(variant.text_engine, d.pdf_dpi, d.max_pages, d.max_pixels, ocr_languages=_languages(variant))
+    pages = 1 if images.pages == "first" else d.max_pages
+    budget = images.pixel_budget if images.pages == "budget" else 0
+    return TextSetting(variant.text_engine, d.pdf_dpi, d.max_pages, d.max_pixels, image_max_side=images.max_side,
+                       image_pages=pages, image_pixel_budget=budget)
+
+
+def _languages(variant: VariantSpec) -> str:
+    """The OCR languages, for the one engine that has a choice (else "", so other settings stay as they were)."""
+    return variant.ocr.languages if variant.text_engine == "tesseract" else ""
 
 
 def setting_identity(setting: TextSetting) -> dict[str, Any]:
