@@ -82,11 +82,11 @@ def test_model_view_with_faults_keeps_every_document_exactly_once(ray_cluster, t
 
 def test_a_variant_that_cannot_start_becomes_error_rows(ray_cluster, tmp_path):
     variants = [{"name": "echo", "backend": "fake"},
-                {"name": "broken", "backend": "fake", "options": {"no_such_option": 1}}]
+                {"name": "broken", "backend": "ocr-llm", "model": str(tmp_path / "no-such-model"), "ocr": {"engine": "none"}}]
     result = run_experiment(experiment(tmp_path, "model", variants, n=4))
     df = rows(result)
     broken = df[df["variant"] == "broken"]
-    assert len(broken) == 4 and broken["error"].str.contains("no_such_option").all()
-    assert broken["error"].str.startswith("variant failed to load: ValueError").all()
+    assert len(broken) == 4 and broken["error"].str.contains("no-such-model").all()
+    assert broken["error"].str.startswith("variant failed to load: ").all()
     assert (broken["error_stage"] == "load").all()
     assert df[df["variant"] == "echo"]["error"].isna().all()
