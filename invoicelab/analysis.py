@@ -70,10 +70,27 @@ def run_stats(df: pd.DataFrame) -> pd.DataFrame:
             "latency_s": float(ok["latency_s"].mean()) if len(ok) else float("nan"),
             "docs_per_s": len(ok) / ok["latency_s"].sum() if len(ok) and ok["latency_s"].sum() > 0 else float("nan"),
             "tokens_out": float(ok["tokens_out"].mean()) if len(ok) else float("nan"),
+            **_resources(ok),
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=GROUP)
     return frame
+
+
+def _resources(ok: pd.DataFrame) -> dict[str, float]:
+    """Load time, generated tokens per model second, batch sizes really used, memory peaks and cost."""
+    model_s = ok["latency_s"].sum() if "latency_s" in ok else 0.0
+    def col(name: str) -> pd.Series:
+        return ok[name].dropna() if name in ok else pd.Series(dtype=float)
+
+    return {
+        "load_s": float(col("load_s").max()) if len(col("load_s")) else float("nan"),
+        "tokens_per_s": float(ok["tokens_out"].sum() / model_s) if model_s > 0 else float("nan"),
+        "batch_docs_mean": float(col("batch_docs").mean()) if len(col("batch_docs")) else float("nan"),
+        "peak_rss_bytes": float(col("peak_rss_bytes").max()) if len(col("peak_rss_bytes")) else float("nan"),
+        "gpu_peak_bytes": float(col("gpu_peak_bytes").max()) if len(col("gpu_peak_bytes")) else float("nan"),
+        "cost": float(col("cost").sum()) if len(col("cost")) else float("nan"),
+    }
 
 
 def backend_infos(df: pd.DataFrame) -> dict[str, Any]:

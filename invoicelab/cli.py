@@ -1,4 +1,4 @@
-"""The command line: ``invoicelab run | plan | generate | schema | show``.
+"""The command line: ``invoicelab run | plan | generate | schema | show | models``.
 
 Parses arguments into typed config objects and hands them to library functions; the only place
 that calls ``sys.exit``. Exit codes: 0 done, 2 bad config or dataset (nothing started), 1 other.
@@ -136,6 +136,32 @@ def schema(out: Path | None) -> None:
         click.echo(f"wrote {out}")
     else:
         click.echo(text)
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
+def models_cmd(as_json: bool) -> None:
+    """Backends, precisions, OCR engines and bundled models, and what this machine supports."""
+    from invoicelab.backends.catalog import catalog
+
+    info = catalog()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    m = info["machine"]
+    click.echo(f"machine: {m['cpus']} CPUs, GPUs: {', '.join(m['gpus']) or 'none'}\n\nbackends:")
+    width = max(len(b["here"]) for b in info["backends"])
+    for b in info["backends"]:
+        click.echo(f"  {b['backend']:<17} {b['here']:<{width}}  {b['what']}")
+    click.echo("\nprecisions (transformers backends):        cpu | cuda")
+    for p in info["precisions"]:
+        click.echo(f"  {p['precision']:<17} {p['cpu']:<24} | {p['cuda']}")
+    click.echo("\nOCR engines:")
+    for name, status in info["ocr_engines"].items():
+        click.echo(f"  {name:<17} {status}")
+    click.echo("\nbundled models:")
+    for name, status in info["bundled_models"].items():
+        click.echo(f"  {name:<22} {status}")
 
 
 @main.command("show")

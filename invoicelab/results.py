@@ -37,6 +37,14 @@ BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("ocr_cached", pa.bool_()),
     ("tokens_in", pa.int64()),
     ("tokens_out", pa.int64()),
+    ("cost", pa.float64()),  # served backends with a price: money for this row's tokens
+    ("load_s", pa.float64()),  # seconds the actor that computed the row took to load its model
+    ("batch_docs", pa.int32()),  # documents really in the model call (the configured batch_size is an upper bound)
+    ("batch_latency_s", pa.float64()),  # wall time of that call
+    ("batch_tokens_per_s", pa.float64()),  # generated tokens of the call per second
+    ("peak_rss_bytes", pa.int64()),  # the worker process's peak resident memory after the call
+    ("gpu_peak_bytes", pa.int64()),  # torch's peak GPU allocation during the call (GPU variants)
+    ("gpu_used_bytes", pa.int64()),  # GPU memory in use after the call as NVML sees it (all processes)
     ("error", pa.string()),
     ("error_stage", pa.string()),
     ("backend_info", pa.string()),

@@ -72,3 +72,20 @@ def test_run_prints_the_table_and_writes_results(ray_cluster, tmp_path):
     assert summary["rows"][0]["total"] == 1.0
     shown = CliRunner().invoke(main, ["show", str(tmp_path / "out")])
     assert shown.exit_code == 0 and "echo" in shown.output
+
+
+def test_models_lists_every_backend_precision_and_ocr_engine_with_what_runs_here():
+    from invoicelab.config import BACKENDS, PRECISIONS
+
+    result = CliRunner().invoke(main, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert [b["backend"] for b in info["backends"]] == list(BACKENDS)
+    assert all(b["here"] == "ok" or "pip install" in b["here"] or "GPU" in b["here"] for b in info["backends"])
+    assert {b["backend"]: b["here"] for b in info["backends"]}["rules"] == "ok"
+    by = {p["precision"]: p for p in info["precisions"]}
+    assert list(by) == list(PRECISIONS) and by["fp32"]["cpu"] == "ok"
+    if not info["machine"]["gpus"]:
+        assert all(p["cuda"] == "no GPU here" for p in info["precisions"])
+    assert {"rapidocr", "pdf-text"} <= set(info["ocr_engines"]) and info["ocr_engines"]["rapidocr"].startswith("ok")
+    assert "smollm2-135m-instruct" in info["bundled_models"]

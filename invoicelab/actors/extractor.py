@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from invoicelab.actors.meter import BatchMeter
 from invoicelab.backends import create_backend
 from invoicelab.backends.base import DocInput, Extraction, ReadsGroundTruth
 from invoicelab.config import Experiment, FieldSpec, VariantSpec
@@ -70,11 +71,13 @@ class Extractor:
         self.prompts: dict[str, Prompt | None] = {pid: Prompt(**p) for pid, p in prompts.items()}
         self.prompts[NO_PROMPT] = None
         self.backend, self.load_error, self.info = None, "", ""
+        start = time.perf_counter()
         try:
             self.backend = create_backend(self.variant, self.fields, num_threads, self.exp.seed, device=device)
             self.info = json.dumps(self.backend.info(), default=str, sort_keys=True)
         except Exception as err:  # noqa: BLE001 - a model that cannot load is this variant's error rows
             self.load_error = f"variant failed to load: {type(err).__name__}: {err}"
+        self.load_s = time.perf_counter() - start
 
     def __call__(self, pages: pa.Table, todo: list[Todo]) -> pa.Table:
         """Result rows for each (document, prompt) in ``todo``, from the documents' page rows."""
@@ -89,7 +92,8 @@ class Extractor:
 
     def _run_prompt(self, items: list[tuple[dict[str, Any], str]], prompt: Prompt | None) -> list[dict[str, Any]]:
         docs = [d for d, _ in items]
-        bases = [row_base(d, self.variant, prompt, self.fields, self.info, k, self.where) for d, k in items]
+        bases = [{**row_base(d, self.variant, prompt, self.fields, self.info, k, self.where), "load_s": self.load_s}
+                 for d, k in items]
         if self.load_error:
             return [error_row(b, self.load_error, "load") for b in bases]
         bad = [error_row(b, d["error"], d.get("error_stage") or "input") for b, d in zip(bases, docs) if d["error"]]
@@ -100,21 +104,23 @@ class Extractor:
                   for _, d in todo]
         if isinstance(self.backend, ReadsGroundTruth):
             self.backend.see_truth({d["doc_id"]: {f: b[f"gt_{f}"] for f in self.fields} for b, d in todo})
-        start = time.perf_counter()
         try:
-            outs = self.backend.extract(inputs, prompt)
+            with BatchMeter() as meter:
+                outs = self.backend.extract(inputs, prompt)
             if len(outs) != len(inputs):
                 raise RuntimeError(f"backend returned {len(outs)} results for {len(inputs)} documents")
         except Exception as err:  # noqa: BLE001 - any backend failure becomes error rows for this batch
             reason = f"backend error: {type(err).__name__}: {err}"
             return bad + [error_row(b, reason, "model") for b, _ in todo]
-        per_doc = (time.perf_counter() - start) / len(inputs)
-        return bad + [self._scored(b, out, per_doc) for (b, _), out in zip(todo, outs)]
+        measured = meter.result(len(inputs), sum(o.tokens_out for o in outs))
+        per_doc = meter.seconds / len(inputs)
+        return bad + [self._scored({**b, **measured}, out, per_doc) for (b, _), out in zip(todo, outs)]
 
     def _scored(self, base: dict[str, Any], out: Extraction, latency: float) -> dict[str, Any]:
         row = {
             **base, "raw_output": out.raw_output, "parse_error": out.parse_error, "latency_s": latency,
-            "tokens_in": out.tokens_in, "tokens_out": out.tokens_out, "fallback_fields": out.fallback_fields,
+            "tokens_in": out.tokens_in, "tokens_out": out.tokens_out, "cost": out.cost,
+            "fallback_fields": out.fallback_fields,
             "error": out.error, "error_stage": "model" if out.error else None,
         }
         for name, spec in self.fields.items():
