@@ -117,14 +117,22 @@ class Extractor:
         return bad + [self._scored({**b, **measured}, out, per_doc) for (b, _), out in zip(todo, outs)]
 
     def _scored(self, base: dict[str, Any], out: Extraction, latency: float) -> dict[str, Any]:
-        row = {
-            **base, "raw_output": out.raw_output, "parse_error": out.parse_error, "latency_s": latency,
-            "tokens_in": out.tokens_in, "tokens_out": out.tokens_out, "cost": out.cost,
-            "fallback_fields": out.fallback_fields,
-            "error": out.error, "error_stage": "model" if out.error else None,
-        }
-        for name, spec in self.fields.items():
-            pred = out.fields.get(name)
-            score = score_field(pred, base[f"gt_{name}"], spec)
-            row.update({f"pred_{name}": pred, f"score_{name}": score, f"match_{name}": is_match(score, spec)})
-        return row
+        return scored_row(base, out, latency, self.fields)
+
+
+def scored_row(base: dict[str, Any], out: Extraction, latency: float, fields: dict[str, FieldSpec]) -> dict[str, Any]:
+    """A result row: ``row_base`` columns, the backend's answer, and each field scored against the ground truth.
+
+    Also used by the vllm stage (``invoicelab.actors.llm_rows``), so that every backend's rows are scored alike.
+    """
+    row = {
+        **base, "raw_output": out.raw_output, "parse_error": out.parse_error, "latency_s": latency,
+        "tokens_in": out.tokens_in, "tokens_out": out.tokens_out, "cost": out.cost,
+        "fallback_fields": out.fallback_fields,
+        "error": out.error, "error_stage": "model" if out.error else None,
+    }
+    for name, spec in fields.items():
+        pred = out.fields.get(name)
+        score = score_field(pred, base[f"gt_{name}"], spec)
+        row.update({f"pred_{name}": pred, f"score_{name}": score, f"match_{name}": is_match(score, spec)})
+    return row

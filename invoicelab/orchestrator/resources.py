@@ -33,6 +33,19 @@ def actor_options(res: ResourceSpec, faults: FaultSpec, name: str, env: dict[str
     return options
 
 
+def task_options(res: ResourceSpec, env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``remote_function.options(...)`` of a short task that must run where one of the pool's actors could
+    (same GPUs, accelerator type and custom resources; no CPU held), e.g. to check a library is there."""
+    options: dict[str, Any] = {"num_cpus": 0, "num_gpus": res.num_gpus, "max_retries": 0}
+    if res.accelerator_type:
+        options["accelerator_type"] = res.accelerator_type
+    if res.custom:
+        options["resources"] = dict(res.custom)
+    if env:
+        options["runtime_env"] = env
+    return options
+
+
 def demand(res: ResourceSpec) -> dict[str, float]:
     """What one actor reserves, in Ray's resource names."""
     need = {"CPU": res.num_cpus, **res.custom}

@@ -22,6 +22,7 @@ from invoicelab.actors.extractor import row_base
 from invoicelab.actors.ray_actors import PageActor, VariantActor
 from invoicelab.config import Experiment, ResourceSpec
 from invoicelab.data.sources import cache_root
+from invoicelab.orchestrator.llm_stage import LlmStage
 from invoicelab.orchestrator.plan import Plan, VariantPlan, todo_units
 from invoicelab.orchestrator.pool import Outcome, Pool, Work
 from invoicelab.orchestrator.resources import demand
@@ -106,12 +107,14 @@ class Scheduler:
 
     # --- pools ------------------------------------------------------------------------------------
 
-    def _variant_pool(self, vplan: VariantPlan) -> Pool:
+    def _variant_pool(self, vplan: VariantPlan) -> Pool | LlmStage:
         v = vplan.variant
         prompts = {pid: asdict(p) for pid, p in vplan.prompts.items() if p is not None}
         names = [actor_name(self.exp, f"{v.name}/{i}") for i in range(v.resources.actors)]
         done = len(vplan.expected) - len(vplan.todo)
         self.progress.add(v.name, len(vplan.expected), done)
+        if v.backend == "vllm":  # a Ray Data LLM pipeline behind the pool interface (llm_stage.py)
+            return LlmStage(self.exp, v, prompts, self.units[v.name])
         return Pool(v.name, ray.remote(VariantActor), (self.exp.model_dump_json(), v.name, prompts, self.exp.name),
                     v.resources, v.faults, names, lambda w: (w.extra, w.units), doc_of=lambda t: t[0])
 
