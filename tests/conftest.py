@@ -20,6 +20,9 @@ def private_cache(tmp_path_factory):
     os.environ["INVOICELAB_CACHE"] = os.environ.get("INVOICELAB_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The S3 test server's credentials, set before the session's Ray cluster starts so that its workers
+    # inherit them: secrets are never passed to workers through a runtime env (the state API shows those).
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
     yield Path(os.environ["INVOICELAB_CACHE"])
 
 

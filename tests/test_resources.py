@@ -34,3 +34,14 @@ def test_an_actor_larger_than_every_node_is_refused_with_the_numbers():
 def test_a_pool_larger_than_the_cluster_is_refused_with_the_totals():
     problem = fit_problem("variant 'wide'", ResourceSpec(num_cpus=1, num_gpus=1, actors=5), NODES)
     assert problem == "variant 'wide': 5 actors ask for CPU=5, GPU=5 in all but the cluster's total is CPU=16, GPU=4"
+
+
+def test_no_secret_travels_in_a_workers_runtime_env(monkeypatch):
+    from invoicelab.orchestrator.cluster import worker_env
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-planted")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "t0ken-planted")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    env = worker_env()
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert "s3cr3t-planted" not in env.values() and "t0ken-planted" not in env.values()

@@ -11,8 +11,14 @@ import ray
 from invoicelab.config import RaySpec
 
 _PASSED_ENV = ("INVOICELAB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "AWS_ENDPOINT_URL",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
-"""Variables the workers need as the driver has them: caches, offline mode, object-storage credentials."""
+               "AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION", "AWS_REGION")
+"""Variables the workers need as the driver has them: caches, offline mode, the object-storage endpoint.
+
+No secret is passed (model API keys named by a variant's ``api_key_env``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``): a runtime env is shown by the dashboard, the state API and Ray's
+runtime_env_agent.log. Workers read secrets from their own environment (a local cluster inherits the
+shell's that started it; cluster nodes get them from their instance role or their start-up environment).
+"""
 
 
 def worker_env() -> dict[str, str]:
