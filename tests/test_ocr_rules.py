@@ -204,8 +204,8 @@ def test_page_text_uses_the_text_layer_and_ocrs_only_pages_without_one(tmp_path,
 
 
 def test_unknown_engine_names_the_available_ones(tmp_path):
-    with pytest.raises(ValueError, match="unknown OCR engine 'tesseract'; available: rapidocr, pdf-text"):
-        page_text(tmp_path / "x.pdf", engine="tesseract")
+    with pytest.raises(ValueError, match="unknown OCR engine 'easyocr'; available: rapidocr, tesseract, pdf-text"):
+        page_text(tmp_path / "x.pdf", engine="easyocr")
 
 
 def test_missing_ocr_extra_names_the_install_command(monkeypatch):

@@ -39,8 +39,10 @@ PAGE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 # Libraries whose code produces each engine's text. pdf-text OCRs pages without a text layer with
-# rapidocr, and rapidocr reads PDFs through pages rendered by pypdfium2, so both matter to both.
-_ENGINE_LIBRARIES = {"rapidocr": ("rapidocr", "pypdfium2"), "pdf-text": ("pypdfium2", "rapidocr")}
+# rapidocr, and every engine reads PDFs through pages rendered by pypdfium2. tesseract adds its
+# binary's version, its settings and its language packs' digests (``ocr_tesseract.identity``).
+_ENGINE_LIBRARIES = {"rapidocr": ("rapidocr", "pypdfium2"), "pdf-text": ("pypdfium2", "rapidocr"),
+                     "tesseract": ("pytesseract", "pypdfium2")}
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,19 @@ def page_schema(input_schema: pa.Schema) -> pa.Schema:
     return pa.schema(kept + [pa.field(name, kind) for name, kind in PAGE_COLUMNS.items()])
 
 
-def engine_versions(engine: str) -> dict[str, str]:
-    """The versions of the libraries that produce ``engine``'s text ("absent" where not installed)."""
-    return {name: _version(name) for name in _ENGINE_LIBRARIES.get(engine, ())}
+def engine_versions(engine: str, languages: str = "") -> dict[str, str]:
+    """The versions of what produces ``engine``'s text ("absent" where not installed).
+
+    Args:
+        engine: The text engine.
+        languages: tesseract's language packs ("" = every installed one); ignored by other engines.
+    """
+    versions = {name: _version(name) for name in _ENGINE_LIBRARIES.get(engine, ())}
+    if engine == "tesseract":
+        from invoicelab.backends.ocr_tesseract import identity
+
+        versions.update(identity(languages))
+    return versions
 
 
 class PageReader:
@@ -90,6 +102,7 @@ class PageReader:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache = self.cache_dir / "ocr" if self.cache_dir else None
         self.num_threads = num_threads
+        self.setup_error = _engine_problem(self.setting)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -104,6 +117,9 @@ class PageReader:
         start = time.perf_counter()
         location = row["path"]
         local: Path | None = None
+        if self.setup_error:  # the engine cannot run here: every document says why, nothing is read
+            row.update(error=self.setup_error, error_stage="ocr")
+            return
         try:
             local = storage.local_copy(location, self.cache_dir)
             row["doc_sha256"] = storage.sha256(str(local))
@@ -129,7 +145,7 @@ class PageReader:
         from invoicelab.backends.ocr import page_text
 
         text = page_text(path, engine=s.engine, dpi=s.dpi, max_pages=s.max_pages, max_pixels=s.max_pixels,
-                         num_threads=self.num_threads)
+                         num_threads=self.num_threads, languages=s.ocr_languages)
         if key:
             key.parent.mkdir(parents=True, exist_ok=True)
             tmp = key.with_suffix(f".tmp{os.getpid()}")
@@ -160,7 +176,7 @@ class PageReader:
     def _ocr_identity(self) -> dict[str, Any]:
         # The image settings are left out: they change the pixels sent on, not the OCR text.
         identity = {k: v for k, v in asdict(self.setting).items() if not k.startswith("image_")}
-        return {**identity, "versions": engine_versions(self.setting.engine)}
+        return {**identity, "versions": engine_versions(self.setting.engine, self.setting.ocr_languages)}
 
     def _key(self, content_sha256: str) -> Path | None:
         if self.cache is None:
@@ -168,6 +184,19 @@ class PageReader:
         digest = hashlib.sha256(content_sha256.encode())
         digest.update(json.dumps(self._ocr_identity(), sort_keys=True).encode())
         return self.cache / digest.hexdigest()[:2] / f"{digest.hexdigest()}.json"
+
+
+def _engine_problem(setting: TextSetting) -> str:
+    """Why the setting's OCR engine cannot run in this process ("" when it can), checked once per reader."""
+    if setting.engine != "tesseract":
+        return ""
+    from invoicelab.backends.ocr_tesseract import TesseractUnavailable, check
+
+    try:
+        check(setting.ocr_languages or "eng")
+    except TesseractUnavailable as err:
+        return f"OCR engine unavailable: {err}"
+    return ""
 
 
 @lru_cache(maxsize=None)

@@ -2,10 +2,11 @@
 
 ``RapidOcrEngine`` runs the PP-OCR ONNX models that ship inside the ``rapidocr`` wheel; it points
 rapidocr at those files explicitly, so it never downloads anything (a wheel without them is an
-install error, reported as such). ``page_text`` turns a document into the text a text-only backend
-reads, from OCR or from a PDF's own text layer.
+install error, reported as such). ``TesseractEngine`` (in ``ocr_tesseract``) runs Debian's
+``tesseract-ocr`` binary with its installed language packs. ``page_text`` turns a document into the
+text a text-only backend reads, from OCR or from a PDF's own text layer.
 
-This module must never import rapidocr or onnxruntime at import time (``import invoicelab`` stays
+This module must never import rapidocr, onnxruntime or pytesseract at import time (``import invoicelab`` stays
 light; a missing extra fails only when OCR is used, naming ``pip install 'invoicelab[ocr]'``),
 never touch the network, and never import Ray.
 """
@@ -16,13 +17,14 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 from invoicelab.data.pages import file_kind, load_pages, pdf_text
 
-ENGINES = ("rapidocr", "pdf-text")
+ENGINES = ("rapidocr", "tesseract", "pdf-text")
 OCR_EXTRA_HINT = "pip install 'invoicelab[ocr]'"
 MIN_TEXT_LAYER_CHARS = 10  # a page whose text layer has fewer letters/digits than this is OCR'd
 _ROW_TOLERANCE = 0.5  # a line joins a row when its y-centre is within this many line heights
@@ -176,6 +178,43 @@ def get_engine(num_threads: int | None = None) -> RapidOcrEngine:
     return RapidOcrEngine(num_threads=num_threads)
 
 
+def ocr_engine(engine: str, num_threads: int | None = None, languages: str = "") -> Any:
+    """The engine that OCRs page images for ``engine`` (pdf-text falls back to rapidocr).
+
+    Raises:
+        ImportError: The OCR extra is missing.
+        TesseractUnavailable: tesseract or one of ``languages`` is not installed (names the fix).
+    """
+    if engine == "tesseract":
+        from invoicelab.backends.ocr_tesseract import TesseractEngine
+
+        return TesseractEngine(languages=languages or "eng", num_threads=num_threads)
+    return get_engine(num_threads)
+
+
+def ocr_engines_status() -> dict[str, str]:
+    """Per OCR engine, "ok (version)" or the reason it cannot run here (for ``invoicelab models``)."""
+    from invoicelab.backends.ocr_tesseract import status as tesseract_status
+
+    rapid = _rapidocr_status()
+    pdf = "ok (PDF text layer; pages without one: rapidocr)" if rapid.startswith("ok") else (
+        f"pages without a text layer need rapidocr: {rapid}")
+    return {"rapidocr": rapid, "tesseract": tesseract_status(), "pdf-text": pdf}
+
+
+def _rapidocr_status() -> str:
+    try:
+        import onnxruntime  # noqa: F401
+        import rapidocr  # noqa: F401
+
+        _bundled_models()
+    except ImportError as err:
+        return f"needs the OCR extra: {OCR_EXTRA_HINT} ({err})"
+    except RuntimeError as err:
+        return str(err)
+    return f"ok (rapidocr {version('rapidocr')}, bundled PP-OCR models)"
+
+
 def page_text(
     path: Path,
     engine: str = "rapidocr",
@@ -183,17 +222,19 @@ def page_text(
     max_pages: int = 2,
     max_pixels: int = 40_000_000,
     num_threads: int | None = None,
+    languages: str = "",
 ) -> str:
     """A document's text for a text-only backend, pages joined with a blank line.
 
     Args:
         path: An image or a PDF.
-        engine: ``rapidocr`` (OCR every page) or ``pdf-text`` (a PDF's own text layer; pages
-            without one, and images, are OCR'd).
+        engine: ``rapidocr`` or ``tesseract`` (OCR every page; PDF pages are rendered first) or
+            ``pdf-text`` (a PDF's own text layer; pages without one, and images, are OCR'd by rapidocr).
         dpi: Resolution at which PDF pages are rendered for OCR.
         max_pages: Read at most this many pages.
         max_pixels: Refuse images or rendered pages larger than this.
-        num_threads: onnxruntime threads for OCR.
+        num_threads: Threads for OCR (onnxruntime's, or tesseract's OpenMP limit).
+        languages: tesseract's language packs joined by ``+`` ("" = ``eng``); ignored by the others.
 
     Returns:
         The text, pages joined with ``\\n\\n``.
@@ -202,6 +243,7 @@ def page_text(
         DocumentError: The document cannot be read.
         ValueError: ``engine`` is not one of ``ENGINES``.
         ImportError: OCR is needed and the OCR extra is not installed.
+        TesseractUnavailable: ``tesseract`` is asked for and cannot run here (names the fix).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown OCR engine {engine!r}; available: {', '.join(ENGINES)}")
@@ -215,7 +257,7 @@ def page_text(
         pages = [t if _has_text_layer(t) else ocr.read(img).text for t, img in zip(texts, images)]
         return "\n\n".join(t.strip() for t in pages)
     images = load_pages(path, dpi=dpi, max_pages=max_pages, max_pixels=max_pixels)
-    ocr = get_engine(num_threads)
+    ocr = ocr_engine(engine, num_threads, languages)
     return "\n\n".join(ocr.read(img).text for img in images)
 
 

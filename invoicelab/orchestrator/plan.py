@@ -99,7 +99,7 @@ def _languages(variant: VariantSpec) -> str:
 
 def setting_identity(setting: TextSetting) -> dict[str, Any]:
     """A text setting with the versions of the engines that produce its text."""
-    return {**asdict(setting), **engine_versions(setting.engine)}
+    return {**asdict(setting), **engine_versions(setting.engine, setting.ocr_languages)}
 
 
 def pin_models(exp: Experiment) -> tuple[Experiment, dict[str, dict[str, str]]]:
