@@ -1,9 +1,10 @@
 """The transformers text-LLM engine: load a causal LM at a chosen precision, generate in batches.
 
 ``TextLLM`` loads one model (fp32, bf16, fp16, torch dynamic int8, bitsandbytes int8 or nf4),
-turns chat conversations plus an answer prefix into left-padded batches, and decodes greedily or
-by sampling. ``info()`` reports what was really loaded (dtypes, quantized layer classes, memory),
-not what was asked for. It never downloads weights itself, never falls back silently to another
+turns conversations plus an answer prefix into left-padded batches (through the chat template, or
+as plain text for base models), and decodes greedily or by sampling, free, stopped at a string, or
+constrained to a JSON schema (see ``structured.py``). ``info()`` reports what was really loaded
+(dtypes, quantized layer classes, memory), not what was asked for. It never downloads weights itself, never falls back silently to another
 precision (a precision it cannot honour is an error), and never imports Ray.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from invoicelab.backends.models import resolve_model
 from invoicelab.backends.precision import (  # noqa: F401 - PrecisionError is part of this module's interface
@@ -24,7 +25,9 @@ from invoicelab.backends.precision import (  # noqa: F401 - PrecisionError is pa
     pinned,
     quiet_bnb_cast_log,
 )
+from invoicelab.backends.precision_quant import describe
 from invoicelab.config import PRECISIONS
+
 
 @dataclass
 class Generation:
@@ -45,7 +48,8 @@ class TextLLM:
     """A causal language model loaded once through transformers, generating chat answers in batches."""
 
     def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto",
-                 revision: str | None = None):
+                 revision: str | None = None, prompt_format: str = "auto",
+                 keep_float: list[str] | tuple[str, ...] = ()):
         """Load the tokenizer and the model at the asked precision.
 
         Args:
@@ -56,9 +60,13 @@ class TextLLM:
                 torch's default.
             device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda[:n]"``.
             revision: The Hugging Face commit to load (ids only; pinned by the driver).
+            prompt_format: ``"chat"`` (the tokenizer's chat template), ``"completion"`` (plain text,
+                for base models) or ``"auto"`` (chat when the tokenizer has a template).
+            keep_float: int8-dynamic and *-weight-only: Linear layers whose name ends with one of these
+                stay in float.
 
         Raises:
-            ValueError: unknown precision.
+            ValueError: unknown precision, or chat asked for a tokenizer without a chat template.
             PrecisionError: the precision cannot run here (e.g. int8-dynamic on CUDA, fp16
                 matmul unsupported) or the loaded model is not what was asked for.
             ModelSourceError: the source cannot be resolved.
@@ -73,15 +81,20 @@ class TextLLM:
         self.device = pick_device(device)
         self.path = resolve_model(source)
         self.tokenizer = load_tokenizer(self.path, revision)
-        self.model = load_model(self.path, precision, self.device, revision)
+        self.prompt_format = resolve_prompt_format(prompt_format, self.tokenizer)
+        self.model = load_model(self.path, precision, self.device, revision, keep_float=keep_float)
         check_loaded(self.model, precision)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self.vocab_size = output_vocab_size(self.model)
         self.load_seconds = time.perf_counter() - start
 
     def generate(self, conversations: list[list[dict]], answer_prefixes: list[str], max_new_tokens: int,
-                 temperature: float = 0.0, top_p: float = 1.0,
-                 done: Callable[[int, str], bool] | None = None) -> list[Generation]:
+                 temperature: float = 0.0, top_p: float = 1.0, schema: dict[str, Any] | None = None,
+                 stop: str | None = None) -> list[Generation]:
         """Generate one answer per conversation, all in one left-padded batch.
+
+        Each row ends at its end-of-sequence token, at ``stop`` or after ``max_new_tokens``; a row that
+        ended waits (padded) while the rest of the batch goes on.
 
         Args:
             conversations: Chat messages per item (``[{"role": "system", "content": ...}, ...]``).
@@ -90,54 +103,85 @@ class TextLLM:
             max_new_tokens: Most tokens to generate per item.
             temperature: 0 decodes greedily; above 0 samples (seed with ``torch.manual_seed``).
             top_p: Nucleus sampling mass (used only when sampling).
-            done: ``done(i, text_so_far)`` says that item ``i`` has all it needs (say, a complete
-                JSON object); that item then stops generating while the rest of the batch goes on.
+            schema: A JSON schema every answer (its prefix included) must follow: grammar-constrained
+                decoding through xgrammar, which ends the answer with an end-of-sequence token after
+                the object.
+            stop: A string that ends an answer (through ``generate``'s ``stop_strings``); the answer is
+                cut just after its first occurrence, wherever it is (inside a quoted value too).
 
         Returns:
             One ``Generation`` per conversation, in order.
 
         Raises:
-            ValueError: the two lists differ in length.
+            ValueError: the two lists differ in length, or a prefix cannot begin an answer of ``schema``.
         """
         if len(conversations) != len(answer_prefixes):
             raise ValueError(f"{len(conversations)} conversations but {len(answer_prefixes)} answer prefixes")
         if not conversations:
             return []
         prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = batch.to(self.model.device)
-        stopper = _DoneCriteria(self.tokenizer, batch, done) if done else None
-        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stopper)
+        batch = self.encode(prompts)
+        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stop,
+                                        self._grammar(schema, answer_prefixes) if schema is not None else None)
         tokens_in = batch["attention_mask"].sum(dim=1).tolist()
-        rows = new_tokens.tolist()
-        if stopper:  # items that ``done`` stopped are followed by padding only: cut them where they stopped
-            rows = [row[:stopper.finished.get(i, len(row))] for i, row in enumerate(rows)]
-        return [self._decode(row, n_in) for row, n_in in zip(rows, tokens_in, strict=True)]
+        return [self._decode(row, n_in, stop) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
 
     def prompt_text(self, conversation: list[dict], answer_prefix: str) -> str:
-        """The chat-templated prompt with the assistant turn opened and the answer prefix appended."""
+        """The prompt in this model's format, the assistant turn opened and the answer prefix appended.
+
+        chat: the tokenizer's chat template; completion: the messages' texts, each followed by a blank
+        line (for base models without a template).
+        """
+        if self.prompt_format == "completion":
+            return completion_text(conversation) + answer_prefix
         opened = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return opened + answer_prefix
 
+    def encode(self, prompts: list[str]) -> Any:
+        """Prompts as one left-padded batch on the model's device.
+
+        A chat template writes its own special tokens; a completion prompt gets the tokenizer's (a
+        beginning-of-sequence token where the model expects one, as Gemma does).
+        """
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                               add_special_tokens=self.prompt_format == "completion")
+        return batch.to(self.model.device)
+
+    def _grammar(self, schema: dict[str, Any], answer_prefixes: list[str]) -> Any:
+        """A logits processor keeping each row inside ``schema``, from where its answer prefix left it."""
+        from invoicelab.backends.structured import json_logits_processor
+
+        return json_logits_processor(self.tokenizer, schema, self.vocab_size, sorted(self.eos_ids), answer_prefixes)
+
     def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
-                      stopper: Any = None) -> Any:
+                      stop: str | None = None, grammar: Any = None) -> Any:
         """Run ``model.generate`` and return only the new token ids (batch x new)."""
         import torch
-        from transformers import StoppingCriteriaList
 
-        extra = {"stopping_criteria": StoppingCriteriaList([stopper])} if stopper else {}
+        extra: dict[str, Any] = {}
+        if grammar is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([grammar])
+        if stop:
+            extra.update(stop_strings=[stop], tokenizer=self.tokenizer)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
         with torch.inference_mode(), quiet_bnb_cast_log():
             out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      **(sampling or {"do_sample": False}), **extra)
+                                      eos_token_id=sorted(self.eos_ids), **(sampling or {"do_sample": False}), **extra)
         return out[:, batch["input_ids"].shape[1]:]
 
-    def _decode(self, new_ids: list[int], tokens_in: int) -> Generation:
-        """Cut a row of new ids at the first end-of-sequence token and decode it."""
-        stop = next((i for i, tok in enumerate(new_ids) if tok in self.eos_ids), None)
-        kept = new_ids if stop is None else new_ids[:stop]
-        tokens_out = len(new_ids) if stop is None else stop + 1
+    def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None = None) -> Generation:
+        """Cut a row of new ids at the first end-of-sequence token (or just after ``stop``) and decode it."""
+        end = next((i for i, tok in enumerate(new_ids) if tok in self.eos_ids), None)
+        kept = new_ids if end is None else new_ids[:end]
+        tokens_out = len(new_ids) if end is None else end + 1
+        at = stop_index(self.tokenizer, kept, stop) if stop else None
+        if at is not None:  # what follows the stop is padding (or the rest of the stopping token)
+            kept, tokens_out = kept[:at + 1], at + 1
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        if at is not None and stop in text:
+            text = text[:text.index(stop) + len(stop)]
         return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
 
     def info(self) -> dict[str, Any]:
@@ -162,42 +206,14 @@ class TextLLM:
             "quantized_linear_layers": {k: v for k, v in linear.items() if k != "Linear"},
             "memory_footprint_bytes": memory_footprint(self.model, self.precision),
             "device": str(self.model.device),
+            "prompt_format": self.prompt_format,
             "load_seconds": round(self.load_seconds, 3),
             "num_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "transformers_version": transformers.__version__,
         }
-        if self.precision.startswith("bnb"):
-            import bitsandbytes
-
-            info["bitsandbytes_version"] = bitsandbytes.__version__
-        if self.precision == "bnb-int8":
-            info["note"] = ("bitsandbytes int8 (LLM.int8): activations cast to float16, outlier columns (>6.0) chosen "
-                            "per call over the whole batch, so batch composition can change an answer")
-        if self.precision == "int8-dynamic":
-            info["note"] = (f"torch dynamic int8 ({torch.backends.quantized.engine} engine): per-tensor int8 weights, "
-                            "activations quantized per call with one scale shared by the whole batch")
+        info.update(describe(self.model, self.precision))  # float layers kept, batch dependence, note, versions
         return info
-
-
-class _DoneCriteria:
-    """Per-item stopping: decode each unfinished item's new tokens and ask ``done``."""
-
-    def __init__(self, tokenizer: Any, batch: Any, done: Callable[[int, str], bool]):
-        self.tokenizer, self.done = tokenizer, done
-        self.start = batch["input_ids"].shape[1]
-        self.finished: dict[int, int] = {}  # item -> new tokens it had when it was done
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        for i in range(input_ids.shape[0]):
-            if i not in self.finished:
-                text = self.tokenizer.decode(input_ids[i, self.start:], skip_special_tokens=True)
-                if self.done(i, text):
-                    self.finished[i] = input_ids.shape[1] - self.start
-        flags = [i in self.finished for i in range(input_ids.shape[0])]
-        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
 
 def _import_torch() -> Any:
@@ -241,3 +257,47 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+
+
+def resolve_prompt_format(prompt_format: str, tokenizer: Any) -> str:
+    """``"chat"`` or ``"completion"``: auto picks chat when the tokenizer has a chat template.
+
+    Raises:
+        ValueError: an unknown format, or chat for a tokenizer without a template.
+    """
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "auto":
+        return "chat" if has_template else "completion"
+    if prompt_format == "chat" and not has_template:
+        raise ValueError("prompt_format 'chat' but this tokenizer has no chat template (a base model?); "
+                         "use prompt_format: completion or auto")
+    if prompt_format not in ("chat", "completion"):
+        raise ValueError(f"unknown prompt_format {prompt_format!r}; available: auto, chat, completion")
+    return prompt_format
+
+
+def completion_text(conversation: list[dict]) -> str:
+    """A conversation as plain text for a base model: each message's text, then a blank line."""
+    return "".join(str(message["content"]).strip() + "\n\n" for message in conversation)
+
+
+def stop_index(tokenizer: Any, ids: list[int], stop: str) -> int | None:
+    """Index of the token that completes the first occurrence of ``stop`` in the decoded ids (None: absent).
+
+    One pass over the tokens, each decoded alone, keeping only the last ``len(stop) - 1`` characters
+    before it: linear in the answer's length.
+    """
+    carry = ""
+    for i, piece in enumerate(tokenizer.batch_decode([[tok] for tok in ids], skip_special_tokens=True)):
+        window = carry + piece
+        if stop in window:
+            return i
+        carry = window[max(0, len(window) - len(stop) + 1):] if len(stop) > 1 else ""
+    return None
+
+
+def output_vocab_size(model: Any) -> int:
+    """Rows of the model's output layer (the logits' width), which can exceed the tokenizer's vocabulary."""
+    head = model.get_output_embeddings()
+    size = getattr(head, "out_features", None)
+    return int(size) if size else int(model.config.get_text_config().vocab_size)

@@ -1,8 +1,10 @@
 """The ocr-llm backend: page text from OCR, then a text LLM through transformers.
 
-The model answers in JSON (the prompt begins the answer for it); the answer is parsed, each
-value is checked against its field type, and where the model's value is missing or invalid the
-rules baseline's value is taken if the variant asks for it, with the field recorded in
+The model answers in JSON, made so by the variant's ``structured`` setting: decoding constrained
+to the fields' JSON schema (json-schema), the prompt beginning the answer with the first key and
+the answer stopping at its first closing brace (prefix), or a free answer (none). The answer is
+parsed, each value is checked against its field type, and where the model's value is missing or
+invalid the rules baseline's value is taken if the variant asks for it, with the field recorded in
 ``fallback_fields`` so that the model's own accuracy stays visible.
 """
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from invoicelab.backends.base import DocInput, Extraction
 from invoicelab.backends.rules import extract_rules
+from invoicelab.backends.structured import answer_schema
 from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
@@ -31,7 +34,9 @@ class OcrLlmBackend:
         self.variant, self.fields, self.seed = variant, fields, seed
         pick_device(device)  # a GPU variant where torch has no CUDA fails here, before any model work
         self.llm = TextLLM(resolve_model(variant.model), precision=variant.precision, num_threads=num_threads,
-                           device=device, revision=variant.revision)
+                           device=device, revision=variant.revision, prompt_format=variant.prompt_format,
+                           keep_float=variant.keep_float)
+        self.schema = answer_schema(fields) if variant.structured == "json-schema" else None
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
         if prompt is None:
@@ -43,19 +48,14 @@ class OcrLlmBackend:
             import torch
 
             torch.manual_seed(self.seed)
-        prefixes = [prefix for _, prefix in rendered]
+        prefixing = self.variant.structured == "prefix"
+        prefixes = [prefix if prefixing else "" for _, prefix in rendered]
         outputs = self.llm.generate(
             [messages for messages, _ in rendered], prefixes,
             max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-            done=lambda i, text: self._answered(prefixes[i] + text),
+            schema=self.schema, stop="}" if prefixing else None,
         )
-        return [self._extraction(d, prefix, out) for d, (_, prefix), out in zip(docs, rendered, outputs)]
-
-    def _answered(self, text: str) -> bool:
-        """The answer so far closes its JSON object or already holds every field: stop generating."""
-        if "}" in text:
-            return True
-        return all(v is not None for v in parse_fields(text, list(self.fields)).fields.values())
+        return [self._extraction(d, prefix, out) for d, prefix, out in zip(docs, prefixes, outputs)]
 
     def _extraction(self, doc: DocInput, prefix: str, out: Any) -> Extraction:
         parsed = parse_fields(out.text, list(self.fields), prefix=prefix)
@@ -75,4 +75,9 @@ class OcrLlmBackend:
         )
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "ocr-llm", **self.llm.info()}
+        info = {"backend": "ocr-llm", **self.llm.info(), "structured": self.variant.structured}
+        if self.schema is not None:
+            from importlib.metadata import version
+
+            info["xgrammar_version"] = version("xgrammar")
+        return info

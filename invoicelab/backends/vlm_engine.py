@@ -1,0 +1,181 @@
+"""The transformers vision-language engine: load an image-text-to-text model, generate in batches.
+
+``VisionLLM`` loads a model with ``AutoModelForImageTextToText`` at a precision (the same float and
+quantized loading as the text engine) and its processor (see ``vlm_processor``), writes each
+conversation through the processor's chat template with image places in it, and runs one
+left-padded batch through the processor and ``generate``: greedily or by sampling, stopped at a
+string or constrained to a JSON schema (``structured.py``). ``info()`` reports what was really
+loaded and the image resolution really used. It never downloads weights itself and never imports Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from invoicelab.backends.hf import Generation, _import_torch, eos_token_ids, output_vocab_size, pick_device, stop_index
+from invoicelab.backends.models import ModelSourceError, resolve_model
+from invoicelab.backends.precision import (
+    linear_layer_counts,
+    load_model,
+    memory_footprint,
+    param_dtype_counts,
+    quiet_bnb_cast_log,
+)
+from invoicelab.backends.precision_quant import describe
+from invoicelab.backends.vlm_processor import load_processor, resolution
+from invoicelab.config import PRECISIONS
+
+
+class VisionLLM:
+    """A vision-language model and its processor, loaded once, answering conversations about images in batches."""
+
+    def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto",
+                 revision: str | None = None, max_pixels: int | None = None,
+                 keep_float: list[str] | tuple[str, ...] = ()):
+        """Load the processor and the model.
+
+        Args:
+            source: A local folder or a Hugging Face id (see ``resolve_model``).
+            precision: One of ``PRECISIONS``.
+            num_threads: CPU threads for torch (process-wide); None keeps torch's default.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda[:n]"``.
+            revision: The Hugging Face commit to load (ids only; pinned by the driver).
+            max_pixels: Most pixels per image, set through the processor's own knob (None: its default).
+            keep_float: int8-dynamic and *-weight-only: Linear layers whose name ends with one of these
+                stay in float (the vision tower's too).
+
+        Raises:
+            ValueError: unknown precision; a processor without images or chat template; ``max_pixels``
+                for a model that resizes every image to one size.
+            PrecisionError: the precision cannot run here, or the loaded model does not have it.
+            ModelSourceError: the model's files cannot be found (offline: not in the local cache).
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+        torch = _import_torch()
+        from transformers import AutoModelForImageTextToText
+
+        start = time.perf_counter()
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.source, self.precision = source, precision
+        self.device = pick_device(device)
+        self.path = resolve_model(source)
+        try:
+            self.processor, self.processor_note = load_processor(self.path, revision)
+        except OSError as err:  # transformers' message does not name the model (offline: not in the cache)
+            raise ModelSourceError(f"model {source!r}: {err}") from err
+        self.tokenizer = self.processor.tokenizer
+        self.image_kwargs, self.image_setting = resolution(self.processor.image_processor, max_pixels)
+        self.model = load_model(self.path, precision, self.device, revision, model_class=AutoModelForImageTextToText,
+                                keep_float=keep_float)  # checks that the model has the precision, or raises
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self.vocab_size = output_vocab_size(self.model)
+        self.load_seconds = time.perf_counter() - start
+
+    def generate(self, conversations: list[list[dict]], images: list[list[Any]], answer_prefixes: list[str],
+                 max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                 schema: dict[str, Any] | None = None, stop: str | None = None) -> list[Generation]:
+        """Generate one answer per conversation, all in one left-padded batch.
+
+        Args:
+            conversations: Chat messages per item, contents as lists of parts (``{"type": "text",
+                "text": ...}``, ``{"type": "image"}``), one image part per image of the item.
+            images: PIL images per item, in the order of its image parts.
+            answer_prefixes: Text that begins the assistant's turn per item ("" for none).
+            max_new_tokens: Most tokens to generate per item.
+            temperature: 0 decodes greedily; above 0 samples (seed with ``torch.manual_seed``).
+            top_p: Nucleus sampling mass (sampling only).
+            schema: A JSON schema every answer must follow (xgrammar-constrained decoding).
+            stop: A string that ends an answer (``generate``'s ``stop_strings``); the answer is cut just
+                after its first occurrence.
+
+        Returns:
+            One ``Generation`` per conversation, in order; ``tokens_in`` counts the image tokens too.
+
+        Raises:
+            ValueError: the lists differ in length.
+        """
+        if not len(conversations) == len(images) == len(answer_prefixes):
+            raise ValueError(f"{len(conversations)} conversations, {len(images)} image lists and "
+                             f"{len(answer_prefixes)} answer prefixes")
+        if not conversations:
+            return []
+        prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
+        batch = self.processor(text=prompts, images=images, padding=True, return_tensors="pt", **self.image_kwargs)
+        batch = batch.to(self.model.device, dtype=self.model.dtype)  # dtype: floating tensors (pixels) only
+        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, schema, stop)
+        tokens_in = batch["attention_mask"].sum(dim=1).tolist()
+        return [self._decode(row, n_in, stop) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
+
+    def prompt_text(self, conversation: list[dict], answer_prefix: str) -> str:
+        """The processor's chat template with the assistant turn opened and the answer prefix appended."""
+        opened = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return opened + answer_prefix
+
+    def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
+                      schema: dict[str, Any] | None, stop: str | None) -> Any:
+        """Run ``model.generate`` and return only the new token ids (batch x new)."""
+        import torch
+
+        extra: dict[str, Any] = {}
+        if schema is not None:
+            from transformers import LogitsProcessorList
+
+            from invoicelab.backends.structured import json_logits_processor
+
+            grammar = json_logits_processor(self.tokenizer, schema, self.vocab_size, sorted(self.eos_ids))
+            extra["logits_processor"] = LogitsProcessorList([grammar])
+        if stop:
+            extra.update(stop_strings=[stop], tokenizer=self.tokenizer)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+        with torch.inference_mode(), quiet_bnb_cast_log():
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=sorted(self.eos_ids), **(sampling or {"do_sample": False}), **extra)
+        return out[:, batch["input_ids"].shape[1]:]
+
+    def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None) -> Generation:
+        """Cut a row of new ids at its first end-of-sequence token (or just after ``stop``) and decode it."""
+        end = next((i for i, tok in enumerate(new_ids) if tok in self.eos_ids), None)
+        kept = new_ids if end is None else new_ids[:end]
+        tokens_out = len(new_ids) if end is None else end + 1
+        at = stop_index(self.tokenizer, kept, stop) if stop else None
+        if at is not None:  # what follows the stop is padding (or the rest of the stopping token)
+            kept, tokens_out = kept[:at + 1], at + 1
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        if at is not None and stop in text:
+            text = text[:text.index(stop) + len(stop)]
+        return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
+
+    def info(self) -> dict[str, Any]:
+        """What was really loaded: classes, dtypes, layers, memory, image resolution, timing, versions."""
+        import torch
+        import transformers
+
+        linear = linear_layer_counts(self.model)
+        info = {
+            "source": self.source,
+            "resolved_path": self.path,
+            "model_class": type(self.model).__name__,
+            "processor_class": type(self.processor).__name__,
+            "image_processor_class": type(self.processor.image_processor).__name__,
+            "tokenizer_class": type(self.tokenizer).__name__,
+            "image_resolution": self.image_setting,
+            "precision": self.precision,
+            "precision_loaded": self.precision,  # check_loaded raised if it were otherwise
+            "param_dtypes": param_dtype_counts(self.model),
+            "linear_layers": linear,
+            "quantized_linear_layers": {k: v for k, v in linear.items() if k != "Linear"},
+            "memory_footprint_bytes": memory_footprint(self.model, self.precision),
+            "device": str(self.model.device),
+            "prompt_format": "chat",
+            "load_seconds": round(self.load_seconds, 3),
+            "num_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+        }
+        info.update(describe(self.model, self.precision))  # float layers kept, batch dependence, note, versions
+        if self.processor_note:
+            info["processor_note"] = self.processor_note
+        return info
