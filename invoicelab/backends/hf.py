@@ -172,17 +172,7 @@ class TextLLM:
         return out[:, batch["input_ids"].shape[1]:]
 
     def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None = None) -> Generation:
-        """Cut a row of new ids at the first end-of-sequence token (or just after ``stop``) and decode it."""
-        end = next((i for i, tok in enumerate(new_ids) if tok in self.eos_ids), None)
-        kept = new_ids if end is None else new_ids[:end]
-        tokens_out = len(new_ids) if end is None else end + 1
-        at = stop_index(self.tokenizer, kept, stop) if stop else None
-        if at is not None:  # what follows the stop is padding (or the rest of the stopping token)
-            kept, tokens_out = kept[:at + 1], at + 1
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        if at is not None and stop in text:
-            text = text[:text.index(stop) + len(stop)]
-        return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
+        return decode_answer(self.tokenizer, self.eos_ids, new_ids, tokens_in, stop)
 
     def info(self) -> dict[str, Any]:
         """What was really loaded, for the results table.
@@ -214,6 +204,24 @@ class TextLLM:
         }
         info.update(describe(self.model, self.precision))  # float layers kept, batch dependence, note, versions
         return info
+
+
+def decode_answer(tokenizer: Any, eos_ids: set[int], new_ids: list[int], tokens_in: int,
+                  stop: str | None = None) -> Generation:
+    """Cut a row of new ids at the first end-of-sequence token (or just after ``stop``) and decode it.
+
+    Shared by the text and the vision-language engines, so both count and cut answers alike.
+    """
+    end = next((i for i, tok in enumerate(new_ids) if tok in eos_ids), None)
+    kept = new_ids if end is None else new_ids[:end]
+    tokens_out = len(new_ids) if end is None else end + 1
+    at = stop_index(tokenizer, kept, stop) if stop else None
+    if at is not None:  # what follows the stop is padding (or the rest of the stopping token)
+        kept, tokens_out = kept[:at + 1], at + 1
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    if at is not None and stop in text:
+        text = text[:text.index(stop) + len(stop)]
+    return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
 
 
 def _import_torch() -> Any:

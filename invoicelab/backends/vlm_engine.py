@@ -13,7 +13,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from invoicelab.backends.hf import Generation, _import_torch, eos_token_ids, output_vocab_size, pick_device, stop_index
+from invoicelab.backends.hf import (
+    Generation,
+    _import_torch,
+    decode_answer,
+    eos_token_ids,
+    output_vocab_size,
+    pick_device,
+)
 from invoicelab.backends.models import ModelSourceError, resolve_model
 from invoicelab.backends.precision import (
     linear_layer_counts,
@@ -136,17 +143,7 @@ class VisionLLM:
         return out[:, batch["input_ids"].shape[1]:]
 
     def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None) -> Generation:
-        """Cut a row of new ids at its first end-of-sequence token (or just after ``stop``) and decode it."""
-        end = next((i for i, tok in enumerate(new_ids) if tok in self.eos_ids), None)
-        kept = new_ids if end is None else new_ids[:end]
-        tokens_out = len(new_ids) if end is None else end + 1
-        at = stop_index(self.tokenizer, kept, stop) if stop else None
-        if at is not None:  # what follows the stop is padding (or the rest of the stopping token)
-            kept, tokens_out = kept[:at + 1], at + 1
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        if at is not None and stop in text:
-            text = text[:text.index(stop) + len(stop)]
-        return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
+        return decode_answer(self.tokenizer, self.eos_ids, new_ids, tokens_in, stop)
 
     def info(self) -> dict[str, Any]:
         """What was really loaded: classes, dtypes, layers, memory, image resolution, timing, versions."""
