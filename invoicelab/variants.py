@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -108,6 +108,8 @@ STRUCTURED_HELP = ("How the answer is made JSON. json-schema: decoding constrain
                    "its closing brace; none: free answer, parsed afterwards.")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8-dynamic", "bnb-int8", "bnb-nf4", "int8-weight-only", "int4-weight-only")
 """transformers backends' precisions. *-weight-only: torchao weight-only quantization (CPU and CUDA)."""
+KEEP_FLOAT_PRECISIONS = ("int8-dynamic", "int8-weight-only", "int4-weight-only")
+"""Precisions quantized after loading, where ``keep_float`` can leave named Linear layers in float."""
 
 
 class VariantBase(Strict):
@@ -208,9 +210,17 @@ class LocalModel(VariantBase):
         "auto: chat when the tokenizer has a template.",
     )
 
+    @model_validator(mode="after")
+    def _keep_float_applies(self) -> LocalModel:
+        """keep_float only where layers are quantized after loading (a float or bnb model would ignore it)."""
+        if self.keep_float and self.precision not in KEEP_FLOAT_PRECISIONS:
+            raise ValueError(f"keep_float applies to {', '.join(KEEP_FLOAT_PRECISIONS)}, not to {self.precision}")
+        return self
+
     @property
     def precision_label(self) -> str:
-        return self.precision
+        """The precision, and the layers kept in float if any (e.g. ``int8-dynamic (float: down_proj)``)."""
+        return f"{self.precision} (float: {', '.join(self.keep_float)})" if self.keep_float else self.precision
 
 
 class OcrLlmVariant(TextInput, LocalModel):
@@ -253,7 +263,8 @@ class ServedInput(Strict):
 
 
 class VllmVariant(ServedInput, VariantBase):
-    """vLLM on the actor's GPUs, through Ray Data LLM."""
+    """vLLM on GPUs, through Ray Data LLM: ``resources`` are what one engine replica reserves in all
+    (``num_gpus`` defaults to ``tensor_parallel_size``), ``resources.actors`` the number of replicas."""
 
     backend: Literal["vllm"] = Field(..., description="vllm: vLLM engine (GPU), via ray.data.llm.")
     model: str = Field(..., min_length=1, description="Hugging Face id or local folder.")
@@ -267,6 +278,28 @@ class VllmVariant(ServedInput, VariantBase):
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one engine spans (kept together).")
     structured: Structured = Field("json-schema", description=STRUCTURED_HELP)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Further vLLM engine arguments.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime environment of this variant's Ray Data LLM stages (env_vars, "
+        "pip, py_modules...), over the run's own environment variables.",
+    )
+
+    not_identity: ClassVar[frozenset[str]] = VariantBase.not_identity | {"runtime_env"}
+
+    @model_validator(mode="after")
+    def _engine_resources(self) -> VllmVariant:
+        """One GPU (and at least one CPU) per tensor-parallel rank unless told otherwise; no rank without its GPU."""
+        res, ranks = self.resources, self.tensor_parallel_size
+        if "num_gpus" not in res.model_fields_set:
+            res.num_gpus = float(ranks)
+        if "num_cpus" not in res.model_fields_set and res.num_cpus < ranks:
+            res.num_cpus = float(ranks)
+        if ranks > 1 and res.num_gpus not in (0, ranks):
+            raise ValueError(f"resources.num_gpus must be tensor_parallel_size ({ranks}): one GPU per rank")
+        if res.num_gpus > ranks:
+            raise ValueError(f"resources.num_gpus {res.num_gpus:g} > tensor_parallel_size {ranks}: GPUs no rank uses")
+        if ranks > 1 and res.num_cpus < ranks:  # the engine actor takes a whole CPU inside one rank's bundle
+            raise ValueError(f"resources.num_cpus must be >= tensor_parallel_size ({ranks}): one CPU per rank")
+        return self
 
     @property
     def precision_label(self) -> str:

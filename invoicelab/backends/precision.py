@@ -1,22 +1,39 @@
 """Loading a transformers model at a precision, and checking that it really has it.
 
-Floats (fp32, bf16, fp16), torch dynamic int8 (CPU), bitsandbytes int8 / nf4, and the checks and
-measurements that let ``info()`` report what was really loaded: dtypes per parameter, quantized
-layer classes, memory. A precision that cannot be honoured here raises ``PrecisionError``; nothing
-falls back silently. Imports torch and transformers lazily; never imports Ray.
+Floats (fp32, bf16, fp16), bitsandbytes int8 / nf4 at load time; torch dynamic int8 (CPU) and torchao
+int8 / int4 weight-only after it (``precision_quant``, with Linear layers kept in float by name); and
+the checks and measurements that let ``info()`` report what was really loaded: dtypes per parameter,
+quantized layer classes (or weight tensor classes, for torchao), memory. A precision that cannot be
+honoured here raises ``PrecisionError``; nothing falls back silently. Imports torch and transformers
+lazily; never imports Ray.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from invoicelab.backends.precision_quant import (
+    KEEP_FLOAT_PRECISIONS,
+    TORCHAO_TENSOR,
+    WEIGHT_ONLY,
+    inner_tensors,
+    int4_values_ok,
+    kept_float,
+    layer_matches,
+    linear_names,
+    quantize_loaded,
+    quiet_torchao_import,
+    tensor_subclass,
+    torchao_config,
+)
+
 FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-QUANTIZED_CLASS = {"int8-dynamic": "DynamicQuantizedLinear", "bnb-int8": "Linear8bitLt", "bnb-nf4": "Linear4bit"}
+QUANTIZED_CLASS = {"int8-dynamic": "DynamicQuantizedLinear", "bnb-int8": "Linear8bitLt", "bnb-nf4": "Linear4bit",
+                   **{p: f"Linear[{cls}]" for p, cls in TORCHAO_TENSOR.items()}}
 # bitsandbytes logs, on every int8 matmul, that fp32 activations are cast to fp16; info() records it once.
 BNB_CAST_LOGGER, BNB_CAST_MESSAGE = "bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast"
 
@@ -44,11 +61,29 @@ def quiet_bnb_cast_log() -> Iterator[None]:
         logger.removeFilter(drop)
 
 
-def load_model(path: str, precision: str, device: str, revision: str | None = None) -> Any:
-    """Load the causal LM at a precision on a device, in eval mode."""
+def load_model(path: str, precision: str, device: str, revision: str | None = None, model_class: Any = None,
+               keep_float: list[str] | tuple[str, ...] = ()) -> Any:
+    """Load the model at a precision on a device, in eval mode, and check it has that precision.
+
+    Args:
+        path: A local model folder.
+        precision: One of ``PRECISIONS``.
+        device: ``"cpu"`` or ``"cuda[:n]"``.
+        revision: The Hugging Face commit (ids only).
+        model_class: The transformers Auto class to load with (default ``AutoModelForCausalLM``; the
+            VLM backend passes ``AutoModelForImageTextToText``).
+        keep_float: int8-dynamic and *-weight-only: Linear layers whose qualified name ends with one
+            of these stay in float.
+
+    Raises:
+        PrecisionError: the precision cannot run here, ``keep_float`` is given to a precision that does
+            not take it or names no layer, or the loaded model is not what was asked for.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    if keep_float and precision not in KEEP_FLOAT_PRECISIONS:
+        raise PrecisionError(f"keep_float applies to {', '.join(KEEP_FLOAT_PRECISIONS)}, not to {precision}")
     kwargs: dict[str, Any] = {"device_map": {"": device}, **pinned(revision)}
     if precision in FLOAT_DTYPES:
         dtype = getattr(torch, FLOAT_DTYPES[precision])
@@ -56,12 +91,19 @@ def load_model(path: str, precision: str, device: str, revision: str | None = No
         kwargs["dtype"] = dtype
     elif precision.startswith("bnb"):
         kwargs["quantization_config"] = bnb_config(precision)
-    elif device != "cpu":
+    elif precision == "int8-dynamic" and device != "cpu":
         raise PrecisionError("int8-dynamic (torch dynamic quantization) runs on CPU only; use device='cpu' "
-                             "or a bnb-* precision on GPU")
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
-    if precision == "int8-dynamic":
-        model = quantize_dynamic_int8(model)
+                             "or a bnb-* or *-weight-only precision on GPU")
+    elif precision == "int8-dynamic":
+        kwargs["dtype"] = torch.float32  # torch's dynamic quantization takes float32 Linear layers
+    elif precision in WEIGHT_ONLY:
+        torchao_config(precision)  # fails before loading when torchao is missing
+        kwargs["dtype"] = torch.float32 if device == "cpu" else torch.bfloat16
+    with quiet_torchao_import():  # transformers imports torchao, when installed, while loading any model
+        model = (model_class or AutoModelForCausalLM).from_pretrained(path, **kwargs).eval()
+    if precision in KEEP_FLOAT_PRECISIONS:
+        model = quantize_loaded(model, precision, keep_float)
+    check_loaded(model, precision, keep_float)
     return model
 
 
@@ -94,17 +136,15 @@ def bnb_config(precision: str) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
 
 
-def quantize_dynamic_int8(model: Any) -> Any:
-    """Replace every ``nn.Linear`` with torch's dynamically quantized int8 Linear (CPU only), in place."""
-    import torch
+def check_loaded(model: Any, precision: str, keep_float: list[str] | tuple[str, ...] = ()) -> None:
+    """Raise unless the loaded model really has the asked precision (no silent fallback).
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices, repeated per layer
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    Quantized precisions need layers of their quantized class; with ``keep_float``, exactly the Linear
+    layers it names must still be float.
 
-
-def check_loaded(model: Any, precision: str) -> None:
-    """Raise unless the loaded model really has the asked precision (no silent fallback)."""
+    Raises:
+        PrecisionError: the model is not what was asked for.
+    """
     if precision in FLOAT_DTYPES:
         floats = {d for d in param_dtype_counts(model) if d in ("torch.float32", "torch.bfloat16", "torch.float16")}
         if floats != {f"torch.{FLOAT_DTYPES[precision]}"}:
@@ -115,6 +155,13 @@ def check_loaded(model: Any, precision: str) -> None:
         raise PrecisionError(f"asked for {precision} but the model has no {wanted} layers")
     if precision == "bnb-nf4" and nf4_types(model) != {"nf4"}:
         raise PrecisionError(f"asked for nf4 but the 4-bit layers use {sorted(nf4_types(model))}")
+    if precision == "int4-weight-only" and not int4_values_ok(model):
+        raise PrecisionError("asked for int4-weight-only but some quantized weights hold values outside int4")
+    if keep_float:
+        named = [n for n in linear_names(model) if layer_matches(n, keep_float)]
+        if kept_float(model) != named:
+            raise PrecisionError(f"keep_float {list(keep_float)} should leave {named} in float, but "
+                                 f"{kept_float(model)} are")
 
 
 def nf4_types(model: Any) -> set[str]:
@@ -123,16 +170,22 @@ def nf4_types(model: Any) -> set[str]:
 
 
 def linear_layer_counts(model: Any) -> dict[str, int]:
-    """Count linear layers per class: ``nn.Linear``, its bitsandbytes subclasses, torch dynamic int8.
+    """Count linear layers per class: ``nn.Linear``, bitsandbytes', torch dynamic int8's, torchao's.
 
     Classes are named by ``Module._get_name()``, under which torch's dynamic-quantized Linear (a class
-    itself called ``Linear``) reports as ``DynamicQuantizedLinear``.
+    itself called ``Linear``) reports as ``DynamicQuantizedLinear``; an ``nn.Linear`` whose weight is a
+    torchao tensor subclass reports as ``Linear[<subclass>]`` (e.g. ``Linear[Int8Tensor]``).
     """
     import torch
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
     linear = (torch.nn.Linear, DynamicLinear)
-    return dict(Counter(m._get_name() for m in model.modules() if isinstance(m, linear)))
+    return dict(Counter(_layer_class(m) for m in model.modules() if isinstance(m, linear)))
+
+
+def _layer_class(module: Any) -> str:
+    subclass = tensor_subclass(getattr(module, "weight", None))
+    return f"{module._get_name()}[{subclass}]" if subclass else module._get_name()
 
 
 def dynamic_packed_tensors(model: Any) -> list[Any]:
@@ -145,17 +198,24 @@ def dynamic_packed_tensors(model: Any) -> list[Any]:
     return tensors
 
 
+def held_tensors(model: Any, buffers: bool = False) -> list[Any]:
+    """The plain tensors a model holds: parameters (torchao subclasses opened into their data tensors),
+    dynamic-quantized packed weights, and buffers if asked (tensors shared by several modules once)."""
+    tensors = [t for p in model.parameters() for t in inner_tensors(p)] + dynamic_packed_tensors(model)
+    return tensors + (list(model.buffers()) if buffers else [])
+
+
 def param_dtype_counts(model: Any) -> dict[str, int]:
-    """Elements per dtype over parameters and dynamic-quantized packed weights (shared tensors once)."""
+    """Elements per dtype over ``held_tensors`` (an Int8Tensor weight counts as its int8 values and scales)."""
     counts: Counter = Counter()
-    for tensor in list(model.parameters()) + dynamic_packed_tensors(model):
+    for tensor in held_tensors(model):
         counts[str(tensor.dtype)] += tensor.numel()
     return dict(counts)
 
 
 def memory_footprint(model: Any, precision: str) -> int:
-    """Bytes held by the model: ``get_memory_footprint()``, plus packed weights for dynamic int8."""
-    if precision != "int8-dynamic":
+    """Bytes held by the model: ``get_memory_footprint()`` (bitsandbytes and floats), else the bytes of
+    ``held_tensors`` with buffers (what torch dynamic int8 and torchao really store)."""
+    if precision not in KEEP_FLOAT_PRECISIONS:
         return int(model.get_memory_footprint())
-    tensors = list(model.parameters()) + list(model.buffers()) + dynamic_packed_tensors(model)
-    return int(sum(t.numel() * t.element_size() for t in tensors))
+    return int(sum(t.numel() * t.element_size() for t in held_tensors(model, buffers=True)))
