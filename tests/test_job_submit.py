@@ -184,7 +184,8 @@ def quickstart_job(head, tmp_path_factory) -> Job:
     config = yaml.safe_load((REPO / CONFIG).read_text())
     out_root = tmp_path_factory.mktemp("job-out")
     overrides = [f"dataset.n={N_DOCS}", f"output_dir={out_root}/{{name}}"]
-    overrides += [f"variants.{i}.backend=fake" for i in range(len(config["variants"]))]
+    # Each variant replaced by a fake one of the same name (a fake variant takes no model settings).
+    overrides += [f"variants.{i}={{name: {v['name']}, backend: fake}}" for i, v in enumerate(config["variants"])]
     submission_id = f"invoicelab-test-{secrets.token_hex(4)}"
     # The driver runs on the head and writes results to output_dir there, which is this machine.
     # No env_vars in the job's runtime env: invoicelab's ray.init passes INVOICELAB_CACHE & co. itself,
