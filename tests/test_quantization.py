@@ -14,6 +14,9 @@ import pytest
 from invoicelab.backends.models import resolve_model
 from invoicelab.config import ConfigError, load_experiment, parse_experiment
 
+# torch.ao's dynamic-quantized Linear still uses torch.jit.script_method (deprecated in torch 2.13)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
 ALIAS = "smollm2-135m-instruct"
 ROOT = Path(__file__).resolve().parents[1]
 N_LAYERS = 30  # SmolLM2-135M: 30 decoder layers of 7 Linear each, plus lm_head = 211 Linear layers
@@ -146,11 +149,17 @@ def test_keep_float_naming_no_layer_fails_and_lists_the_layer_names(tiny_llama):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("precision, keep_float", [
-    ("fp32", ()), ("bf16", ()), ("int8-dynamic", ()), ("int8-dynamic", ("down_proj",)), ("bnb-int8", ()),
-    ("bnb-nf4", ()), ("int8-weight-only", ()), ("int4-weight-only", ()),
+@pytest.mark.parametrize("precision, keep_float, batch_dependent", [
+    ("fp32", (), False), ("bf16", (), True), ("int8-dynamic", (), True), ("int8-dynamic", ("down_proj",), True),
+    ("bnb-int8", (), True), ("bnb-nf4", (), None), ("int8-weight-only", (), False), ("int4-weight-only", (), False),
 ])
-def test_the_same_batch_twice_gives_the_same_answers(engines, precision, keep_float):
+def test_the_same_batch_twice_gives_the_same_answers(engines, precision, keep_float, batch_dependent):
     llm = engines(precision, keep_float)
     first = answers(llm, INVOICES)
     assert all(first) and answers(llm, INVOICES) == first
+    info = llm.info()
+    if batch_dependent is not None:  # bnb-nf4: bfloat16 arithmetic only on CPUs with AVX512-BF16
+        assert info["batch_dependent"] is batch_dependent
+    assert ("batch-dependent" in info.get("note", "")) is info["batch_dependent"]
+    if not info["batch_dependent"]:  # what the info promises: a document's answer does not depend on its batch
+        assert answers(llm, INVOICES[:1]) == first[:1]

@@ -24,19 +24,20 @@ TORCHAO_TENSOR = {"int8-weight-only": "Int8Tensor", "int4-weight-only": "IntxUnp
 INT4_GROUP_SIZE = 32
 
 NOTES = {
-    "int8-dynamic": ("torch dynamic int8 ({engine} engine): per-tensor int8 weights; activations quantized on every "
-                     "call with one scale over the whole batch (padding included), so an answer is batch-dependent: "
-                     "it can change with the documents it is batched with"),
-    "bnb-int8": ("bitsandbytes int8 (LLM.int8): activations cast to float16, outlier columns (>6.0) chosen per call "
-                 "over the whole batch, so an answer is batch-dependent: it can change with its batch"),
-    "bnb-nf4": "bitsandbytes nf4: 4-bit weights dequantized per call; activations stay float, rows independent",
-    "int8-weight-only": ("torchao int8 weight-only: per-row int8 weights cast to float for each matmul; activations "
-                         "stay float, rows independent"),
+    "int8-dynamic": "torch dynamic int8 ({engine} engine): per-tensor int8 weights, activations quantized on every call",
+    "bnb-int8": "bitsandbytes int8 (LLM.int8): activations cast to float16, outlier columns (>6.0) kept in float16",
+    "bnb-nf4": "bitsandbytes nf4: 4-bit weights with a scale per block, dequantized in the matmul",
+    "int8-weight-only": "torchao int8 weight-only: per-row int8 weights cast to the activations' float dtype per matmul",
     "int4-weight-only": ("torchao int4 weight-only, group size {group}: 4-bit weight values held one per int8 byte "
                          "(torchao {version} packs int4 only for CUDA, mslk or XPU/NPU kernels), so memory is about "
-                         "int8's; weights dequantized for each matmul, activations stay float, rows independent"),
+                         "int8's; weights dequantized for each matmul"),
 }
-BATCH_DEPENDENT = frozenset({"int8-dynamic", "bnb-int8"})
+ROW_MIXING = {  # arithmetic that mixes the rows of a batch
+    "int8-dynamic": "one activation scale for the whole batch (padding included) on every call",
+    "bnb-int8": "outlier columns chosen over the whole batch on every call, float16 activations",
+}
+HALF_ROUNDING = ("{dtype} arithmetic: its rounding depends on the batch's shape (rows, padded length), and at "
+                 "{dtype}'s precision that changes greedy answers")
 
 
 def layer_matches(name: str, suffixes: list[str] | tuple[str, ...]) -> bool:
@@ -174,21 +175,55 @@ def int4_values_ok(model: Any) -> bool:
 def describe(model: Any, precision: str) -> dict[str, Any]:
     """What ``info()`` adds about the precision: float layers kept, batch dependence, a note, versions.
 
-    ``batch_dependent`` is True where the arithmetic itself mixes the rows of a batch (one activation
-    scale or one set of outlier columns for the whole batch), so the same document can get another
-    answer in another batch; elsewhere rows meet only through float rounding of differently shaped
-    matmuls (measured: no answer changed between batchings, see benchmarks/RESULTS.md).
+    ``batch_dependent`` is True where the same document can get another answer in another batch
+    (``batch_dependence`` says why): arithmetic that mixes a batch's rows (one activation scale,
+    one set of outlier columns), or bfloat16/float16 arithmetic, whose rounding follows the batch's
+    shape. float32 arithmetic (fp32, and the weight-only precisions on CPU) differs between batch
+    shapes only in the last bits; benchmarks/quantization.py --rebatch measured no answer changing.
     """
-    out: dict[str, Any] = {"batch_dependent": precision in BATCH_DEPENDENT}
+    reason = batch_dependence(model, precision)
+    out: dict[str, Any] = {"batch_dependent": bool(reason)}
+    if reason:
+        out["batch_dependence"] = reason
     if precision in KEEP_FLOAT_PRECISIONS:
         out["float_linear_layers"] = kept_float(model)
-    if precision in NOTES:
-        out["note"] = NOTES[precision].format(engine=_quantized_engine(), group=INT4_GROUP_SIZE,
-                                              version=_version("torchao"))
+    if precision in NOTES or reason:
+        scheme = NOTES.get(precision, precision).format(engine=_quantized_engine(), group=INT4_GROUP_SIZE,
+                                                        version=_version("torchao"))
+        out["note"] = f"{scheme}; batch-dependent: {reason}" if reason else f"{scheme}; rows independent"
     library = "torchao" if precision in WEIGHT_ONLY else "bitsandbytes" if precision.startswith("bnb") else None
     if library:
         out[f"{library}_version"] = _version(library)
     return out
+
+
+def batch_dependence(model: Any, precision: str) -> str:
+    """Why a document's answer can change with its batch companions; empty where it cannot beyond float32
+    rounding."""
+    if precision in ROW_MIXING:
+        return ROW_MIXING[precision]
+    half = half_compute_dtype(model, precision)
+    return HALF_ROUNDING.format(dtype=half) if half else ""
+
+
+def half_compute_dtype(model: Any, precision: str) -> str:
+    """``bfloat16`` / ``float16`` where the matmuls run in half precision, else empty.
+
+    bf16/fp16 models, weight-only models loaded in bfloat16 (on CUDA), and bitsandbytes 4-bit layers
+    whose compute dtype is half or that use bitsandbytes' CPU kernel for AVX512-BF16 CPUs (it casts
+    activations to bfloat16).
+    """
+    import torch
+
+    halves = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    if precision in ("bf16", "fp16") or precision in WEIGHT_ONLY:
+        return halves.get(model.dtype, "")
+    if precision == "bnb-nf4":
+        layers = [m for m in model.modules() if m._get_name() == "Linear4bit"]
+        if any(m.weight.device.type == "cpu" and getattr(m, "support_avx512bf16_for_cpu", False) for m in layers):
+            return "bfloat16"
+        return next((halves[m.compute_dtype] for m in layers if m.compute_dtype in halves), "")
+    return ""
 
 
 def _quantized_engine() -> str:
