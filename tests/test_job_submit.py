@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import psutil
 import pytest
 import requests
 import yaml
+from openai_servers import free_ports
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
@@ -76,17 +76,6 @@ class Head:
                               capture_output=True, text=True, timeout=timeout)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def head():
     """`ray start --head --block` with token auth, private ports and temp dir; stopped by process, not `ray stop`."""
@@ -97,7 +86,7 @@ def head():
     token_path.chmod(0o600)
     home = root / "home"
     home.mkdir()
-    gcs, dash, metrics, client, agent, agent_grpc, env_agent = _free_ports(7)
+    gcs, dash, metrics, client, agent, agent_grpc, env_agent = free_ports(7)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),

@@ -88,13 +88,9 @@ def precisions() -> list[dict[str, Any]]:
 
 def ocr_engines() -> dict[str, str]:
     """Each OCR engine: "ok (version)" or why it cannot run here."""
-    from invoicelab.backends import ocr
+    from invoicelab.backends.ocr import ocr_engines_status
 
-    status = getattr(ocr, "ocr_engines_status", None)
-    if status is not None:
-        return status()
-    return {"rapidocr": "ok" if _installed("rapidocr") else "missing: pip install 'invoicelab[ocr]'",
-            "pdf-text": "ok" if _installed("pypdfium2") else "missing: pip install pypdfium2"}
+    return ocr_engines_status()
 
 
 def bundled_models() -> dict[str, str]:

@@ -71,15 +71,9 @@ class TextLLM:
                 matmul unsupported) or the loaded model is not what was asked for.
             ModelSourceError: the source cannot be resolved.
         """
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
-        torch = _import_torch()
         start = time.perf_counter()
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        self.device, self.path = begin_load(source, precision, num_threads, device)
         self.source, self.precision = source, precision
-        self.device = pick_device(device)
-        self.path = resolve_model(source)
         self.tokenizer = load_tokenizer(self.path, revision)
         self.prompt_format = resolve_prompt_format(prompt_format, self.tokenizer)
         self.model = load_model(self.path, precision, self.device, revision, keep_float=keep_float)
@@ -222,6 +216,17 @@ def decode_answer(tokenizer: Any, eos_ids: set[int], new_ids: list[int], tokens_
     if at is not None and stop in text:
         text = text[:text.index(stop) + len(stop)]
     return Generation(text=text, tokens_in=int(tokens_in), tokens_out=tokens_out)
+
+
+def begin_load(source: str, precision: str, num_threads: int | None, device: str) -> tuple[str, str]:
+    """What every transformers engine does before loading: check the precision, set torch's threads,
+    pick the device and resolve the model source. Returns ``(device, local path or id)``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+    torch = _import_torch()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    return pick_device(device), resolve_model(source)
 
 
 def _import_torch() -> Any:

@@ -15,13 +15,12 @@ from typing import Any
 
 from invoicelab.backends.hf import (
     Generation,
-    _import_torch,
+    begin_load,
     decode_answer,
     eos_token_ids,
     output_vocab_size,
-    pick_device,
 )
-from invoicelab.backends.models import ModelSourceError, resolve_model
+from invoicelab.backends.models import ModelSourceError
 from invoicelab.backends.precision import (
     linear_layer_counts,
     load_model,
@@ -31,7 +30,6 @@ from invoicelab.backends.precision import (
 )
 from invoicelab.backends.precision_quant import describe
 from invoicelab.backends.vlm_processor import load_processor, resolution
-from invoicelab.config import PRECISIONS
 
 
 class VisionLLM:
@@ -58,17 +56,11 @@ class VisionLLM:
             PrecisionError: the precision cannot run here, or the loaded model does not have it.
             ModelSourceError: the model's files cannot be found (offline: not in the local cache).
         """
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
-        torch = _import_torch()
+        start = time.perf_counter()
+        self.device, self.path = begin_load(source, precision, num_threads, device)
         from transformers import AutoModelForImageTextToText
 
-        start = time.perf_counter()
-        if num_threads:
-            torch.set_num_threads(num_threads)
         self.source, self.precision = source, precision
-        self.device = pick_device(device)
-        self.path = resolve_model(source)
         try:
             self.processor, self.processor_note = load_processor(self.path, revision)
         except OSError as err:  # transformers' message does not name the model (offline: not in the cache)
