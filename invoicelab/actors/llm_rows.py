@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from invoicelab.actors.extractor import row_base, scored_row
-from invoicelab.backends.base import DocInput
+from invoicelab.backends.base import DocInput, extraction
 from invoicelab.backends.structured import answer_schema
-from invoicelab.backends.vllm_engine import build_request, extraction
+from invoicelab.backends.vllm_engine import build_request
 from invoicelab.config import Experiment
 from invoicelab.prompts import Prompt
 from invoicelab.results import error_row, to_table

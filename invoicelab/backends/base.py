@@ -1,4 +1,4 @@
-"""What every backend takes and returns; no backend logic, no Ray.
+"""What every backend takes and returns (and how a generated answer becomes one); no Ray.
 
 A backend turns a batch of documents (text from OCR and/or the file path) into field values.
 It knows nothing of Ray, actors, scoring or files of results: the extractor around it applies the
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from invoicelab.config import FieldSpec, VariantSpec
+from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
 
 
@@ -75,6 +76,14 @@ class Backend(Protocol):
     def info(self) -> dict[str, Any]:
         """What was really loaded (model, precision, dtypes, memory), for the results."""
         ...
+
+
+def extraction(text: str, tokens_in: int, tokens_out: int, prefix: str, fields: list[str]) -> Extraction:
+    """A generated answer as an ``Extraction``: the fields parsed from ``prefix + text``, and the token counts."""
+    parsed = parse_fields(text, fields, prefix=prefix)
+    return Extraction(fields=dict(parsed.fields), raw_output=prefix + text, parse_error=parsed.error,
+                      tokens_in=int(tokens_in), tokens_out=int(tokens_out),
+                      error=f"unparseable model output: {parsed.error}" if parsed.error else None)
 
 
 @runtime_checkable

@@ -27,10 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from invoicelab.backends.base import DocInput, Extraction
+from invoicelab.backends.base import DocInput, Extraction, extraction  # noqa: F401 - extraction: this module's answer mapping
 from invoicelab.backends.structured import answer_schema
 from invoicelab.config import FieldSpec, VariantSpec
-from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
 
 MISSING_VLLM = ("vllm is not installed where the engine runs: pip install 'invoicelab[vllm]' on the GPU nodes "
@@ -183,14 +182,6 @@ def build_request(doc: DocInput, prompt: Prompt, fields: dict[str, FieldSpec], v
     if prefix:  # the chat template then continues this message instead of opening a new one
         messages = [*messages, {"role": "assistant", "content": prefix}]
     return Request(messages, prefix, sampling_params(variant, seed, schema))
-
-
-def extraction(text: str, tokens_in: int, tokens_out: int, prefix: str, fields: list[str]) -> Extraction:
-    """An answer as an ``Extraction``: the fields parsed from ``prefix + text``, and the token counts."""
-    parsed = parse_fields(text, fields, prefix=prefix)
-    return Extraction(fields=dict(parsed.fields), raw_output=prefix + text, parse_error=parsed.error,
-                      tokens_in=int(tokens_in), tokens_out=int(tokens_out),
-                      error=f"unparseable model output: {parsed.error}" if parsed.error else None)
 
 
 def import_vllm() -> Any:

@@ -15,9 +15,8 @@ import io
 import re
 from typing import Any
 
-from invoicelab.backends.base import DocInput, Extraction
+from invoicelab.backends.base import DocInput, Extraction, extraction
 from invoicelab.config import FieldSpec, VariantSpec
-from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
 
 
@@ -69,10 +68,7 @@ class VlmBackend:
         return Extraction(fields={f: None for f in self.fields}, error=reason)
 
     def _extraction(self, prefix: str, out: Any) -> Extraction:
-        parsed = parse_fields(out.text, list(self.fields), prefix=prefix)
-        error = f"unparseable model output: {parsed.error}" if parsed.error else None
-        return Extraction(fields=dict(parsed.fields), raw_output=prefix + out.text, parse_error=parsed.error,
-                          tokens_in=out.tokens_in, tokens_out=out.tokens_out, error=error)
+        return extraction(out.text, out.tokens_in, out.tokens_out, prefix, list(self.fields))
 
     def info(self) -> dict[str, Any]:
         image = self.variant.image
