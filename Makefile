@@ -8,25 +8,32 @@ STAMP  := $(VENV)/.installed
 # torch is pinned: on the project's CPU machines pip takes the local CPU wheel of 2.13.0 (an unpinned
 # torch pulls a multi-GB CUDA build). The `gpu` extra (vLLM) is installed by hand on GPU machines.
 TORCH  := torch==2.13.0
-EXTRAS := ocr,dev
+EXTRAS := ocr,dev,mlflow,polars
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup tesseract demo test test-fast bench schema clean gemma
+.PHONY: setup tesseract chromium demo test test-fast bench schema clean gemma
 
-setup: $(STAMP) tesseract
+setup: $(STAMP) tesseract chromium
 
-# The second OCR engine (configs/ocr_compare.yaml) is a system package, its English pack included:
-# installed with apt-get where we are root and it is missing; elsewhere set-up says why and goes on
-# (its tests skip, saying so; `invoicelab models` tells whether it works).
+# System packages some tests need, installed with apt-get where we are root and they are missing;
+# elsewhere set-up says why and goes on (those tests skip, saying so). $(1): command, $(2): package, $(3): use.
+define apt_install
+	@if command -v $(1) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then echo "$(2) not installed (not root or no apt-get): $(3) unavailable"; \
+	else echo "installing $(2) with apt-get"; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) >/dev/null; }; } || \
+	  echo "apt-get install $(2) failed; $(3) unavailable"; fi
+endef
+
+# The second OCR engine (configs/ocr_compare.yaml), its English pack included; `invoicelab models` tells whether it works.
 tesseract:
-	@if command -v tesseract >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" != 0 ]; then echo "tesseract-ocr not installed (not root): sudo apt-get install tesseract-ocr to use it"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then echo "tesseract-ocr not installed (no apt-get): install it with this system's package manager"; \
-	else echo "installing tesseract-ocr with apt-get"; \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q tesseract-ocr >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tesseract-ocr >/dev/null; }; } || \
-	  echo "apt-get install tesseract-ocr failed; the tesseract engine is unavailable here"; fi
+	$(call apt_install,tesseract,tesseract-ocr,the tesseract OCR engine)
+
+# Headless Chromium for the HTML report's browser test (Playwright cannot download its own browsers here).
+chromium:
+	$(call apt_install,chromium,chromium,the report's browser test)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -8,51 +8,26 @@ driver's per-variant timings. Output is plain dicts and frames; writing and prin
 from __future__ import annotations
 
 import json
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from invoicelab.stats import mcnemar_exact, paired_bootstrap
+from invoicelab.config import Experiment
+from invoicelab.metrics import PROFILES, error_breakdown, outcomes, scores
+from invoicelab.stats import METHOD_NAMES
+from invoicelab.views import (
+    correct,
+    cost_per_1000,
+    frontier,
+    model_pairs,
+    paired_tests,
+    prompt_pairs,
+    ranking,
+    reference_pairs,
+)
 
 GROUP = ["variant", "prompt"]
-
-
-def _correct(df: pd.DataFrame, field: str) -> pd.Series:
-    """Per row: True/False where the field has ground truth (errors count as wrong), NaN where not."""
-    scored = df[f"gt_{field}"].notna()
-    return df[f"match_{field}"].fillna(False).astype(bool).where(scored)
-
-
-def _from_fallback(df: pd.DataFrame, field: str) -> pd.Series:
-    """Per row: whether the field's value came from the fallback instead of the model."""
-    return df["fallback_fields"].map(lambda x: x is not None and field in list(x)).astype(bool)
-
-
-def field_accuracy(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-    """Accuracy per field, their mean, micro precision/recall/F1, and the model's own share, per (variant, prompt).
-
-    ``model_mean`` counts only values that came from the model itself (fallback values count as
-    wrong); ``fallback_share`` is the fraction of scored values that came from the fallback.
-    """
-    out = {}
-    for key, g in df.groupby(GROUP, sort=False):
-        acc = {f: _correct(g, f).mean() for f in fields}
-        truth = sum(int(g[f"gt_{f}"].notna().sum()) for f in fields)
-        right = sum(int(_correct(g, f).sum()) for f in fields)
-        model_right = sum(int((_correct(g, f).fillna(False).astype(bool) & ~_from_fallback(g, f)).sum())
-                          for f in fields)
-        fallback = sum(int((_from_fallback(g, f) & g[f"gt_{f}"].notna()).sum()) for f in fields)
-        predicted = sum(int(g[f"pred_{f}"].fillna("").astype(str).str.strip().ne("").sum()) for f in fields)
-        p, r = (right / predicted if predicted else 0.0), (right / truth if truth else 0.0)
-        out[key] = {**acc, "mean": float(np.nanmean(list(acc.values()))) if truth else float("nan"),
-                    "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                    "model_mean": model_right / truth if truth else float("nan"),
-                    "fallback_share": fallback / truth if truth else float("nan")}
-    frame = pd.DataFrame.from_dict(out, orient="index")
-    frame.index = pd.MultiIndex.from_tuples(frame.index, names=GROUP)
-    return frame
 
 
 def run_stats(df: pd.DataFrame) -> pd.DataFrame:
@@ -102,50 +77,91 @@ def backend_infos(df: pd.DataFrame) -> dict[str, Any]:
     return infos
 
 
-def prompt_tests(df: pd.DataFrame, fields: list[str], seed: int = 0) -> list[dict[str, Any]]:
-    """Paired tests between every two prompts of each variant, per field: McNemar and bootstrap."""
-    tests = []
-    for variant, g in df.groupby("variant", sort=False):
-        prompts = list(dict.fromkeys(g["prompt"]))
-        for pa_, pb in combinations(prompts, 2):
-            a = g[g["prompt"] == pa_].set_index("doc_id")
-            b = g[g["prompt"] == pb].set_index("doc_id").reindex(a.index)
-            for f in fields:
-                ca, cb = _correct(a, f), _correct(b, f)
-                both = ca.notna() & cb.notna()
-                ca, cb = ca[both].astype(bool).to_numpy(), cb[both].astype(bool).to_numpy()
-                tests.append({"variant": variant, "a": pa_, "b": pb, "field": f, "n": int(both.sum()),
-                              **mcnemar_exact(ca, cb), **{f"boot_{k}": v for k, v in
-                                                          paired_bootstrap(ca, cb, seed=seed).items()}})
-    return tests
+def _accuracy_rows(out: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """Per (variant, prompt): the lenient scores, exact and similarity, the model's own share, and strict scores."""
+    lenient = scores(out, "correct")
+    truth = out[out["has_truth"]].groupby(GROUP, sort=False)
+    table = lenient.join(pd.DataFrame({
+        "exact": scores(out, "exact")["accuracy"],
+        "model_accuracy": scores(out, "own_correct")["accuracy"],
+        "similarity": truth["similarity"].mean(),
+        "fallback_share": truth["from_fallback"].mean(),
+    }))
+    if "sroie-strict" in exp.analysis.profiles:
+        strict = scores(out, PROFILES["sroie-strict"])
+        table["strict"] = [{k: _plain(v) for k, v in r.items()} for _, r in strict.iterrows()]
+    return table
 
 
-def summarize(df: pd.DataFrame, fields: list[str], timings: dict[str, dict[str, float]], kind: str,
-              seed: int = 0) -> dict[str, Any]:
-    """Everything ``summary.json`` holds: per (variant, prompt) accuracy and speed, and per-kind extras."""
-    acc, speed = field_accuracy(df, fields), run_stats(df)
-    table = acc.join(speed)
-    infos = backend_infos(df)
-    rows = [{"variant": v, "prompt": p, **{k: _plain(x) for k, x in r.items()}} for (v, p), r in table.iterrows()]
-    for r in rows:
-        info = infos.get(r["variant"], {})
+def _rows(df: pd.DataFrame, out: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]]:
+    table = _accuracy_rows(out, exp).join(run_stats(df))
+    infos, prices = backend_infos(df), exp.analysis.prices
+    variants = {v.name: v for v in exp.variants}
+    order = list(dict.fromkeys(zip(df["variant"], df["prompt"])))
+    rows = []
+    for key in order:
+        if key not in table.index:
+            continue
+        r = {"variant": key[0], "prompt": key[1], **{k: _plain(x) for k, x in table.loc[key].items()}}
+        info, spec = infos.get(key[0], {}), variants.get(key[0])
         r["memory_bytes"] = info.get("memory_footprint_bytes")
         r["precision_loaded"] = info.get("precision_loaded") or info.get("precision")
-    summary: dict[str, Any] = {"kind": kind, "fields": fields, "rows": rows, "timings": timings,
-                               "backends": infos, "documents": int(df["doc_id"].nunique())}
+        docs = r.get("docs") or 0
+        r["cost_per_1000"] = cost_per_1000(
+            r.get("latency_s"), (r.get("cost") or 0.0) / docs if docs else None,
+            spec.resources.num_cpus if spec else 0.0, spec.resources.num_gpus if spec else 0.0,
+            prices.cpu_hour, prices.gpu_hour)
+        rows.append(r)
+    return rows
+
+
+def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment) -> dict[str, Any]:
+    """The kind's view: tests (corrected together), and the frontier or the ranking."""
+    if not rows:
+        return {}
+    a, kind, fields = exp.analysis, exp.kind.value, list(exp.fields)
+    table = pd.DataFrame(rows).set_index(GROUP)
+    extra: dict[str, Any] = {}
     if kind == "prompt":
-        summary["prompt_tests"] = prompt_tests(df, fields, seed)
-    if kind in ("quantization", "model") and rows:
-        first = [x for x in rows if x["variant"] == rows[0]["variant"]]
-        for r in rows:  # against the first variant, on the same prompt where it has that prompt
-            ref = next((x for x in first if x["prompt"] == r["prompt"]), first[0])
-            r["delta_mean_vs_first"] = _plain(r["mean"] - ref["mean"])
-    return summary
+        tests = paired_tests(out, prompt_pairs(table), "prompt", fields, a.n_boot, exp.seed)
+    elif kind == "quantization":
+        reference = a.reference or rows[0]["variant"]
+        tests = paired_tests(out, reference_pairs(table, reference), "reference", fields, a.n_boot, exp.seed)
+        extra = {"reference": reference, "frontier": frontier(rows)}
+    elif kind == "model":
+        tests = paired_tests(out, model_pairs(table), "model", fields, a.n_boot, exp.seed)
+        extra = {"ranking": ranking(out, table, a.n_boot, exp.seed)}
+    else:
+        tests = []
+    tests = [{k: _plain(v) for k, v in t.items()} for t in correct(tests, a.correction, a.alpha)]
+    return {"tests": tests, **extra}
+
+
+def summarize(df: pd.DataFrame, exp: Experiment, timings: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Everything ``summary.json`` holds: per (variant, prompt) scores and speed, error breakdown, the kind's view.
+
+    Args:
+        df: The run's result rows, variants in the experiment's order.
+        exp: The experiment (fields and their rules, kind, analysis settings, variants' resources).
+        timings: The driver's wall-clock timings per stage.
+    """
+    out = outcomes(df, exp.fields)
+    rows = _rows(df, out, exp)
+    errors = error_breakdown(out).reset_index()
+    return {
+        "kind": exp.kind.value, "fields": list(exp.fields),
+        "field_specs": {f: s.model_dump(mode="json") for f, s in exp.fields.items()},
+        "documents": int(df["doc_id"].nunique()), "profiles": list(exp.analysis.profiles),
+        "alpha": exp.analysis.alpha, "correction": exp.analysis.correction,
+        "correction_name": METHOD_NAMES[exp.analysis.correction],
+        "rows": rows, "errors": [{k: _plain(v) for k, v in r.items()} for r in errors.to_dict("records")],
+        **_comparisons(out, rows, exp), "timings": timings, "backends": backend_infos(df),
+    }
 
 
 def _plain(x: Any) -> Any:
     if isinstance(x, (np.floating, float)):
         return None if np.isnan(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
     return x

@@ -1,4 +1,6 @@
-"""The command line: ``invoicelab run | plan | generate | schema | show | models``.
+"""The command line: ``invoicelab run | plan | generate | schema | show | models``, and analysis commands.
+
+The analysis commands (``report``, ``history``, ``compare``, ``plan-ab``) live in ``cli_analysis``.
 
 Parses arguments into typed config objects and hands them to library functions; the only place
 that calls ``sys.exit``. Exit codes: 0 done, 2 bad config or dataset (nothing started), 1 other.
@@ -59,20 +61,21 @@ def run(config: Path | None, overrides: tuple[str, ...], address: str | None, re
     try:
         exp = _load(config, resume, list(overrides), address)
         from invoicelab.orchestrator.pipeline import run_experiment
-        from invoicelab.report import make_console, show, write_summary
+        from invoicelab.report import make_console, publish, show
 
         console = make_console()
         start = time.perf_counter()
         with _RichProgress(console) as progress:
             result = run_experiment(exp, progress)
         result.summary["run_s"] = time.perf_counter() - start
-        path = write_summary(result.summary, result.out_dir)
+        done = publish(result.out_dir, result.summary, exp)
     except (ConfigError, DatasetError) as err:
         _fail(str(err))
     show(result.summary, console)
     console.print(f"results: {result.results}/  ({result.summary['computed_rows']} rows computed, "
-                  f"{result.summary['reused_rows']} reused from earlier runs)\nsummary: {path}\n"
-                  f"run time: {result.summary['run_s']:.1f} s")
+                  f"{result.summary['reused_rows']} reused from earlier runs)\nsummary: {done['summary']}\n"
+                  + (f"report:  {done['report']}\n" if "report" in done else "")
+                  + f"run time: {result.summary['run_s']:.1f} s")
 
 
 @main.command("plan")
@@ -199,6 +202,15 @@ class _RichProgress:
     def advance(self, name: str, n: int) -> None:
         self.bars.advance(self.tasks[name], n)
 
+
+def _register() -> None:
+    from invoicelab.cli_analysis import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

@@ -122,6 +122,43 @@ class RaySpec(Strict):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster started for this run.")
 
 
+class PriceSpec(Strict):
+    """What compute costs, for the cost per 1,000 documents of local variants (served ones price their tokens)."""
+
+    cpu_hour: float = Field(0.0, ge=0, description="Price of one reserved CPU for one hour (0: not priced).")
+    gpu_hour: float = Field(0.0, ge=0, description="Price of one reserved GPU for one hour (0: not priced).")
+
+
+class MlflowSpec(Strict):
+    """Also log each run to MLflow (needs the `mlflow` extra)."""
+
+    tracking_uri: str = Field(..., description="MLflow tracking URI, e.g. file:./mlruns or http://mlflow:5000.")
+    experiment: str | None = Field(None, description="MLflow experiment name (default: this experiment's name).")
+
+
+class AnalysisSpec(Strict):
+    """How results are scored, compared and recorded."""
+
+    profiles: list[Literal["lenient", "sroie-strict"]] = Field(
+        default_factory=lambda: ["lenient"], min_length=1,
+        description="Metric profiles to report. lenient: each field's own match rule; sroie-strict: the SROIE Task 3 "
+        "protocol (a value is right only when its whole text equals the ground truth), for comparison with published tables.",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired tests (after correction).")
+    correction: Literal["holm", "fdr_bh"] = Field(
+        "holm", description="Multiple-comparison correction across fields and comparisons: holm (Holm, family-wise "
+        "error) or fdr_bh (Benjamini-Hochberg, false discovery rate).",
+    )
+    n_boot: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples for confidence intervals.")
+    reference: str | None = Field(
+        None, description="Variant the others are tested against (quantization and model views). Default: the first.",
+    )
+    prices: PriceSpec = Field(default_factory=PriceSpec, description="Compute prices for cost per 1,000 documents.")
+    report: bool = Field(True, description="Write report.html into the run folder at the end of the run.")
+    history: bool = Field(True, description="Record the run in the results store's history (history.duckdb).")
+    mlflow: MlflowSpec | None = Field(None, description="Also log the run to MLflow.")
+
+
 class Experiment(Strict):
     """A whole experiment: dataset x variants x prompts x fields."""
 
@@ -139,6 +176,7 @@ class Experiment(Strict):
     prompts_dir: str | None = Field(None, description="Folder of prompt templates (default: the repo's prompts/).")
     variants: list[Variant] = Field(..., min_length=1, description="Model variants to compare, each with its backend's settings.")
     ray: RaySpec = Field(default_factory=RaySpec, description="Cluster settings.")
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Metrics, statistics, report and history.")
     page_stage: ResourceSpec = Field(
         default_factory=ResourceSpec, description="Resources of the page-loading/OCR stage's actor pool."
     )
@@ -168,6 +206,9 @@ class Experiment(Strict):
             raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
         if len(set(self.prompts)) != len(self.prompts):
             raise ValueError("prompts must not repeat")
+        ref = self.analysis.reference
+        if ref is not None and ref not in names:
+            raise ValueError(f"analysis.reference: no variant named {ref!r}; variants: {', '.join(names)}")
         return self
 
     def resolve(self, path: str) -> Path:

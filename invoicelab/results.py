@@ -3,8 +3,11 @@
 Every stage that produces results builds tables with ``to_table`` so that all batches share one
 schema and form one Parquet dataset (see ``invoicelab.store``). ``key`` is the row's content key
 (``invoicelab.identity.row_key``); ``node_id``, ``gpu_ids`` and ``worker`` say where it was computed.
-Per-field columns are ``pred_<f>``, ``gt_<f>``, ``score_<f>`` and ``match_<f>``. This module
-never imports Ray or a model.
+Per-field columns are ``pred_<f>`` (the answer), ``gt_<f>`` (the truth in the form the configured
+rules compare with: the dataset's normalised value where it has one), ``truth_<f>`` (the truth
+verbatim, as the document writes it), ``score_<f>`` and ``match_<f>`` (the configured rule), and
+``in_text_<f>`` (whether the truth occurs in the text the model was given; null without text).
+This module never imports Ray or a model.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
 
 
 def field_columns(fields: Iterable[str]) -> list[tuple[str, pa.DataType]]:
+    """The per-field columns of the result table, field by field."""
     cols = []
     for f in fields:
-        cols += [(f"pred_{f}", pa.string()), (f"gt_{f}", pa.string()),
-                 (f"score_{f}", pa.float64()), (f"match_{f}", pa.bool_())]
+        cols += [(f"pred_{f}", pa.string()), (f"gt_{f}", pa.string()), (f"truth_{f}", pa.string()),
+                 (f"score_{f}", pa.float64()), (f"match_{f}", pa.bool_()), (f"in_text_{f}", pa.bool_())]
     return cols
 
 

@@ -28,7 +28,7 @@ from invoicelab.normalize import (
     parse_date,
 )
 
-__all__ = ["gt_value", "is_match", "is_valid", "normalize", "parse_amount", "parse_date", "score_field"]
+__all__ = ["gt_value", "is_match", "is_valid", "normalize", "parse_amount", "parse_date", "score_field", "truth_value"]
 
 # ---------------------------------------------------------------- shared text helpers
 
@@ -195,18 +195,24 @@ def _amounts_equal(pred: object, gt: object, spec: FieldSpec) -> bool | None:
     return bool(abs(a - b) <= Decimal(repr(spec.tolerance)))
 
 
-def score_field(pred: object, gt: object, spec: FieldSpec) -> float | None:
+def score_field(pred: object, gt: object, spec: FieldSpec, truth: object = None) -> float | None:
     """Score one predicted value against the truth.
 
     Args:
         pred: The predicted value (None when the model gave none).
-        gt: The true value (None or empty when the document has none).
+        gt: The true value (None or empty when the document has none): the dataset's ``normalized`` form
+            where it has one (see ``gt_value``).
         spec: ``match`` selects exact (trimmed strings equal), normalized (type-aware equality; amounts
             within ``tolerance``) or fuzzy (rapidfuzz ratio of the normalised values, 0..1).
+        truth: The verbatim true value (``truth_value``). exact compares with it where given, since the
+            normalised form ("1234.50") is not what the document says ("$1,234.50"); the other rules
+            normalise both sides anyway and keep ``gt``.
 
     Returns:
         None when there is no truth to score against; 0.0 for a missing prediction; else 0..1.
     """
+    if spec.match == "exact" and not _is_blank(truth):
+        gt = truth
     if _is_blank(gt):
         return None
     if _is_blank(pred):
@@ -231,7 +237,7 @@ def is_match(score: float | None, spec: FieldSpec) -> bool | None:
 
 
 def gt_value(record_fields: dict | None, record_normalized: dict | None, name: str, spec: FieldSpec) -> str | None:
-    """The true value of a field in a gt.jsonl record.
+    """The true value of a field in a gt.jsonl record, in the form the configured rules compare with.
 
     Args:
         record_fields: The record's verbatim ``fields``.
@@ -240,13 +246,38 @@ def gt_value(record_fields: dict | None, record_normalized: dict | None, name: s
         spec: Its rule; ``gt_key`` names the key in the record when it differs from ``name``.
 
     Returns:
-        The value as text (numbers as text, lists/objects as compact JSON), or None if absent or empty.
+        The value as text (numbers as text, lists/objects as compact JSON), trimmed, or None if absent or empty.
     """
     key = spec.gt_key or name
     value = (record_normalized or {}).get(key) if isinstance(record_normalized, dict) else None
     if value is None and isinstance(record_fields, dict):
         value = record_fields.get(key)
+    text = _record_text(value)
+    return text.strip() if text is not None else None
+
+
+def truth_value(record_fields: dict | None, name: str, spec: FieldSpec) -> str | None:
+    """The verbatim true value of a field: what the record's ``fields`` say, as the document writes it.
+
+    Exact matching and published benchmarks (SROIE Task 3) compare with this, not the normalised form.
+
+    Args:
+        record_fields: The record's verbatim ``fields``.
+        name: The field's name in the experiment.
+        spec: Its rule; ``gt_key`` names the key in the record when it differs from ``name``.
+
+    Returns:
+        The value as text exactly as stored (numbers as text, lists/objects as compact JSON); None if the
+        record has none or it is blank.
+    """
+    if not isinstance(record_fields, dict):
+        return None
+    return _record_text(record_fields.get(spec.gt_key or name))
+
+
+def _record_text(value: object) -> str | None:
+    """A ground-truth value as text; None when absent or blank."""
     if isinstance(value, (dict, list)):
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = as_str(value)
-    return (text.strip() or None) if text is not None else None
+    return text if text is not None and text.strip() else None

@@ -64,11 +64,16 @@ def parts(folder: Path) -> list[Path]:
 
 
 def read_columns(folder: Path, columns: list[str] | None = None) -> pa.Table | None:
-    """The whole dataset (or some columns) of a results folder; None when it has no parts."""
-    files = parts(folder)
+    """The whole dataset (or some columns) of a results folder; None when it has no parts.
+
+    Parts written by an older version may lack newer columns: the schemas are unified, so those read as null.
+    """
+    files = [str(f) for f in parts(folder)]
     if not files:
         return None
-    return pads.dataset([str(f) for f in files], format="parquet").to_table(columns=columns)
+    unified = pa.unify_schemas([pq.read_schema(f) for f in files])
+    columns = [c for c in columns if c in unified.names] if columns is not None else None
+    return pads.dataset(files, schema=unified, format="parquet").to_table(columns=columns)
 
 
 def keys_in(folder: Path) -> set[str]:

@@ -102,7 +102,7 @@ def test_rerun_computes_nothing_and_another_experiment_reuses_shared_rows(ray_cl
     assert other.summary["reused_rows"] == 8 and other.summary["computed_rows"] == 8
     df = frame(other)
     assert exactly_once(df) and set(df["variant"]) == {"renamed", "b"} and len(df) == 16
-    assert other.summary["rows"][0]["variant"] == "renamed" and other.summary["rows"][0]["mean"] == 1.0
+    assert other.summary["rows"][0]["variant"] == "renamed" and other.summary["rows"][0]["accuracy"] == 1.0
 
 
 def test_plan_prints_rows_to_compute_and_what_fits(ray_cluster, tmp_path):

@@ -36,7 +36,11 @@ def test_extraction_writes_one_scored_row_per_document(ray_cluster, tmp_path):
     assert df["error"].isna().all()
     assert (df["pred_total"] == df["gt_total"]).all() and df["match_total"].all()
     row = result.summary["rows"][0]
-    assert row["mean"] == 1.0 and row["f1"] == 1.0 and row["docs"] == 6
+    assert row["accuracy"] == row["field_mean"] == row["doc_accuracy"] == 1.0
+    # the fake backend echoes the normalised truth ("1234.50"), which is not the verbatim one ("$1,234.50")
+    assert row["exact"] < 1.0
+    assert row["f1"] == 1.0 and row["docs"] == 6
+    assert {e["field"]: e["right"] for e in result.summary["errors"]} == dict.fromkeys(FIELDS, 6)
     assert write_summary(result.summary, result.out_dir).is_file()
     assert json.loads((result.out_dir / "summary.json").read_text())["documents"] == 6
 
@@ -46,8 +50,11 @@ def test_quantization_view_compares_variants_against_the_first(ray_cluster, tmp_
                 {"name": "lossy", "backend": "fake", "options": {"wrong_rate": 0.5}}]
     result = run_experiment(experiment(tmp_path, "quantization", variants, n=8))
     by = {r["variant"]: r for r in result.summary["rows"]}
-    assert by["exact"]["delta_mean_vs_first"] == 0.0
-    assert by["lossy"]["mean"] < 1.0 and by["lossy"]["delta_mean_vs_first"] < 0
+    assert by["exact"]["accuracy"] == 1.0 > by["lossy"]["accuracy"]
+    assert result.summary["reference"] == "exact"
+    assert [f["variant"] for f in result.summary["frontier"]] == ["exact", "lossy"]
+    overall = next(t for t in result.summary["tests"] if t["field"] == "all")
+    assert overall["a"] == "exact/terse-json" and overall["b"] == "lossy/terse-json" and overall["diff"] < 0
     assert len(rows(result)) == 16
 
 
@@ -56,9 +63,10 @@ def test_prompt_view_has_paired_tests_per_field(ray_cluster, tmp_path):
     result = run_experiment(experiment(tmp_path, "prompt", [variant], prompts=("terse-json", "described-json"), n=10))
     df = rows(result)
     assert len(df) == 20 and set(df["prompt"]) == {"terse-json", "described-json"}
-    tests = {t["field"]: t for t in result.summary["prompt_tests"]}
-    assert set(tests) == set(FIELDS)
+    tests = {t["field"]: t for t in result.summary["tests"]}
+    assert set(tests) == {*FIELDS, "all"} and result.summary["correction_name"] == "Holm"
     assert tests["total"]["b_only"] >= 7 and tests["total"]["a_only"] == 0 and tests["total"]["p_value"] < 0.05
+    assert tests["total"]["p_adjusted"] >= tests["total"]["p_value"]
 
 
 def test_model_view_with_faults_keeps_every_document_exactly_once(ray_cluster, tmp_path):
@@ -77,7 +85,9 @@ def test_model_view_with_faults_keeps_every_document_exactly_once(ray_cluster, t
     assert faulty["error"].notna().sum() >= 3  # the crashed batch of 2, plus injected errors and garbage
     assert faulty["parse_error"].notna().any()
     summary = {r["variant"]: r for r in result.summary["rows"]}
-    assert summary["good"]["mean"] == 1.0 > summary["faulty"]["mean"]
+    assert summary["good"]["accuracy"] == 1.0 > summary["faulty"]["accuracy"]
+    ranking = result.summary["ranking"]
+    assert ranking[0]["variant"] == "good" and ranking[0]["rank"] == 1 and ranking[1]["variant"] == "faulty"
 
 
 def test_a_variant_that_cannot_start_becomes_error_rows(ray_cluster, tmp_path):

@@ -3,7 +3,8 @@
 Each instance loads one variant's backend once, then turns page rows into result rows for the
 (document, prompt) pairs it is asked for: it calls the backend, applies the error policy (a failed
 batch becomes error rows, never a crash; a model that cannot load makes every row an error row
-with the reason), and scores every field. Prompts and the model's pinned identity come from the
+with the reason), and scores every field, noting whether each true value occurs in the text the
+model was given (``invoicelab.evidence``). Prompts and the model's pinned identity come from the
 driver; nothing is re-resolved here. It imports no Ray, so it runs and is tested in a plain loop
 too; ``invoicelab.actors.ray_actors`` adds the Ray-specific set-up.
 """
@@ -21,12 +22,15 @@ from invoicelab.actors.meter import BatchMeter
 from invoicelab.backends import create_backend
 from invoicelab.backends.base import DocInput, Extraction, ReadsGroundTruth
 from invoicelab.config import Experiment, FieldSpec, VariantSpec
+from invoicelab.evidence import in_text
 from invoicelab.prompts import Prompt
 from invoicelab.results import NO_PROMPT, error_row, to_table
-from invoicelab.scoring import gt_value, is_match, score_field
+from invoicelab.scoring import gt_value, is_match, score_field, truth_value
 
 Todo = tuple[str, str, str]
 """(doc_id, prompt id or ``NO_PROMPT``, row key): one result row to compute."""
+CUTS_TEXT = frozenset({"ocr-llm", "vllm", "openai-http"})
+"""Backends that give their model only the first ``ocr.max_chars`` characters of the page text."""
 
 
 def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, fields: dict[str, FieldSpec],
@@ -47,7 +51,18 @@ def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, f
     }
     for name, spec in fields.items():
         row[f"gt_{name}"] = gt_value(gt_fields, gt_norm, name, spec)
+        row[f"truth_{name}"] = truth_value(gt_fields, name, spec)
     return row
+
+
+def seen_text(variant: VariantSpec, text: str | None) -> str | None:
+    """The part of a document's page text that the variant's model was given; None when it was given none.
+
+    Image-input variants read pixels, so their page text (if any) is not what the model saw.
+    """
+    if not text or variant.images is not None:
+        return None
+    return text[: variant.ocr.max_chars] if variant.backend in CUTS_TEXT else text
 
 
 class Extractor:
@@ -114,16 +129,22 @@ class Extractor:
             return bad + [error_row(b, reason, "model") for b, _ in todo]
         measured = meter.result(len(inputs), sum(o.tokens_out for o in outs))
         per_doc = meter.seconds / len(inputs)
-        return bad + [self._scored({**b, **measured}, out, per_doc) for (b, _), out in zip(todo, outs)]
+        return bad + [self._scored({**b, **measured}, out, per_doc, d.get("text"))
+                      for (b, d), out in zip(todo, outs)]
 
-    def _scored(self, base: dict[str, Any], out: Extraction, latency: float) -> dict[str, Any]:
-        return scored_row(base, out, latency, self.fields)
+    def _scored(self, base: dict[str, Any], out: Extraction, latency: float, text: str | None) -> dict[str, Any]:
+        return scored_row(base, out, latency, self.fields, seen_text(self.variant, text))
 
 
-def scored_row(base: dict[str, Any], out: Extraction, latency: float, fields: dict[str, FieldSpec]) -> dict[str, Any]:
+def scored_row(base: dict[str, Any], out: Extraction, latency: float, fields: dict[str, FieldSpec],
+               text: str | None = None) -> dict[str, Any]:
     """A result row: ``row_base`` columns, the backend's answer, and each field scored against the ground truth.
 
     Also used by the vllm stage (``invoicelab.actors.llm_rows``), so that every backend's rows are scored alike.
+
+    Args:
+        text: The document text the model was given (``seen_text``); ``in_text_<f>`` says whether each true
+            value occurs in it, and is null where there was none.
     """
     row = {
         **base, "raw_output": out.raw_output, "parse_error": out.parse_error, "latency_s": latency,
@@ -132,7 +153,8 @@ def scored_row(base: dict[str, Any], out: Extraction, latency: float, fields: di
         "error": out.error, "error_stage": "model" if out.error else None,
     }
     for name, spec in fields.items():
-        pred = out.fields.get(name)
-        score = score_field(pred, base[f"gt_{name}"], spec)
-        row.update({f"pred_{name}": pred, f"score_{name}": score, f"match_{name}": is_match(score, spec)})
+        pred, gt, truth = out.fields.get(name), base[f"gt_{name}"], base.get(f"truth_{name}")
+        score = score_field(pred, gt, spec, truth)
+        row.update({f"pred_{name}": pred, f"score_{name}": score, f"match_{name}": is_match(score, spec),
+                    f"in_text_{name}": in_text(text, truth, gt, spec)})
     return row

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from invoicelab.actors.extractor import row_base, scored_row
+from invoicelab.actors.extractor import row_base, scored_row, seen_text
 from invoicelab.backends.base import DocInput, extraction
 from invoicelab.backends.structured import answer_schema
 from invoicelab.backends.vllm_engine import build_request
@@ -30,8 +30,9 @@ from invoicelab.config import Experiment
 from invoicelab.prompts import Prompt
 from invoicelab.results import error_row, to_table
 
-DOC_COLUMNS = ("doc_id", "path", "fields_json", "normalized_json", "doc_sha256", "ocr_s", "ocr_cached")
-"""What a result row needs of its document, carried through the engine stages."""
+DOC_COLUMNS = ("doc_id", "path", "fields_json", "normalized_json", "doc_sha256", "ocr_s", "ocr_cached", "text")
+"""What a result row needs of its document, carried through the engine stages (``text``: to say whether each
+true value was in the text the model was given)."""
 ENGINE_COLUMNS = ("generated_text", "num_input_tokens", "num_generated_tokens", "time_taken_llm",
                   "__inference_error__")
 """What Ray Data LLM's vLLM stage adds to a row (the error column: ``should_continue_on_error``)."""
@@ -101,7 +102,7 @@ class ResultRows(_Variant):
             return error_row(base, f"vllm engine error: {r['__inference_error__']}", "model")
         out = extraction(r.get("generated_text") or "", r.get("num_input_tokens") or 0,
                          r.get("num_generated_tokens") or 0, r.get("prefix") or "", list(self.fields))
-        return scored_row(base, out, r.get("time_taken_llm"), self.fields)
+        return scored_row(base, out, r.get("time_taken_llm"), self.fields, seen_text(self.variant, r.get("text")))
 
 
 class InputErrorRows(_Variant):

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from invoicelab import store
 from invoicelab.results import schema, to_table
+from invoicelab.runs import summarize_folder
 
 
 class ResultWriter:
@@ -49,20 +50,6 @@ class ResultWriter:
         removed, present = store.dedupe(self.folder)
         return {"duplicates_dropped": removed, "missing": [k for k in expected if k not in present]}
 
-    def summarize(self, timings: dict[str, dict[str, float]], kind: str, seed: int,
-                  order: list[str]) -> dict[str, Any]:
-        """The run's summary (``invoicelab.analysis.summarize``), variants in ``order``."""
-        return summarize_folder(self.folder, self.fields, timings, kind, seed, order)
-
-
-def summarize_folder(folder: Path, fields: list[str], timings: dict[str, dict[str, float]], kind: str, seed: int,
-                     order: list[str]) -> dict[str, Any]:
-    """Summarise a results folder, its variants in the experiment's order (the first is the reference)."""
-    from invoicelab.analysis import summarize
-
-    table = store.read_columns(folder)
-    df = (table if table is not None else schema(fields).empty_table()).to_pandas()
-    rank = {name: i for i, name in enumerate(order)}
-    df = df.sort_values(["variant", "doc_id"], key=lambda col: col.map(rank) if col.name == "variant" else col,
-                        kind="stable").reset_index(drop=True)
-    return summarize(df, fields, timings, kind, seed)
+    def summarize(self, timings: dict[str, dict[str, float]], experiment_json: str) -> dict[str, Any]:
+        """The run's summary (``invoicelab.analysis.summarize``)."""
+        return summarize_folder(self.folder, experiment_json, timings)

@@ -11,7 +11,6 @@ row that never came is written as an error row saying so.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from invoicelab import store
 from invoicelab.actors.ray_actors import WriterActor, hash_documents
-from invoicelab.actors.writer import summarize_folder
+from invoicelab.runs import summarize_folder
 from invoicelab.config import ConfigError, Experiment
 from invoicelab.data.sources import load_documents
 from invoicelab.orchestrator.cluster import connect, worker_env
@@ -114,7 +113,7 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
         runner = Scheduler(plan, writer, progress)
         timings = runner.run()
         duplicates, actors = runner.duplicates, runner.actors
-    summary = _summary(plan, writer, timings, changed=bool(adopted or plan.retired or plan.todo_rows))
+    summary = _summary(plan, writer, timings)
     if writer is not None:
         ray.kill(writer)
     summary.update(name=exp.name, reused_rows=adopted, superseded_rows=plan.retired,
@@ -129,11 +128,12 @@ def _writer(plan: Plan) -> Any:
     return cls.remote(str(plan.exp.out_path), list(plan.exp.fields))
 
 
-def _summary(plan: Plan, writer: Any, timings: dict[str, dict[str, float]], changed: bool) -> dict[str, Any]:
-    exp, order = plan.exp, [v.name for v in plan.exp.variants]
-    previous = exp.out_path / "summary.json"
-    if not changed and previous.is_file():
-        return {**json.loads(previous.read_text(encoding="utf-8")), "timings": {}}
-    if writer is None:  # nothing computed: only rows reused from the store, summarised here
-        return summarize_folder(plan.results, list(exp.fields), timings, exp.kind.value, exp.seed, order)
-    return ray.get(writer.summarize.remote(timings, exp.kind.value, exp.seed, order))
+def _summary(plan: Plan, writer: Any, timings: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The run's summary, computed where the results are (the writer), or here when nothing was computed.
+
+    An unchanged rerun is summarised again too (its analysis settings may differ), with no timings.
+    """
+    exp = plan.exp
+    if writer is None:
+        return summarize_folder(plan.results, exp.model_dump_json(), timings)
+    return ray.get(writer.summarize.remote(timings, exp.model_dump_json()))
