@@ -75,9 +75,12 @@ def render_html(summary: dict, results: pd.DataFrame, experiment: dict,
     """The report as one HTML string; arguments as in ``write_html_report``."""
     import jinja2
 
+    from invoicelab.report_prompts import prompt_set_section  # here: it builds on this module's helpers
+
     label = _labeller(summary, results)
     kind_sections = {"quantization": _quantization, "prompt": _prompt, "model": _model}
     sections = [_summary(summary, label), *kind_sections.get(summary.get("kind"), lambda *_: [])(summary, label),
+                prompt_set_section(summary),  # None (left out) unless the summary has "prompt_set"
                 _errors(summary, label), _cases(summary, results, label), _trends(summary, history, label),
                 _setup(summary, experiment)]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -192,14 +195,11 @@ def _summary(summary: dict, label: Callable) -> dict:
 
 
 def _test_columns(summary: dict, tests: list[dict]) -> list[tuple[str, Callable]]:
-    from invoicelab import stats  # its METHOD_NAMES arrives with issue 7; the raw name stands in until then
+    from invoicelab.stats import METHOD_NAMES
 
     method = summary.get("correction", "holm")
-    name = getattr(stats, "METHOD_NAMES", {}).get(method, method)
-    # The variant column only when it says something that A and B do not (several variants' prompt tests).
-    variant = len({t.get("variant") for t in tests}) > 1 and any(
-        t.get("variant") not in (t.get("a"), t.get("b")) for t in tests)
-    spec = [("variant", "variant", "text")] * variant + [
+    name = METHOD_NAMES.get(method, method)
+    spec = [
         ("a", "A", "text"), ("b", "B", "text"), ("field", "field", "text"), ("n", "n", "int"),
         ("excluded_fallback", "excl. fallback", "int"), ("a_only", "A only", "int"), ("b_only", "B only", "int")]
     p_values = [("p_value", "p", "p"), ("p_adjusted", f"adjusted p ({name})", "p")]

@@ -51,6 +51,8 @@ def _field_test(rows: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
     ca, cb = rows["correct_a"].to_numpy(bool), rows["correct_b"].to_numpy(bool)
     sa, sb = rows["similarity_a"].to_numpy(float), rows["similarity_b"].to_numpy(float)
     test = {"n": len(rows), **mcnemar_exact(ca, cb), **paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)}
+    if not len(rows):  # nothing to test (every value was the fallback's, or no truth): no p-value, not a p of 1
+        test["p_value"] = float("nan")
     sim = paired_permutation(sa, sb, seed=seed) if len(rows) else {"diff": float("nan"), "p_value": float("nan")}
     return {**test, "sim_diff": sim["diff"], "sim_p_value": sim["p_value"]}
 
