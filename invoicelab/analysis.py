@@ -15,8 +15,11 @@ import pandas as pd
 
 from invoicelab.config import Experiment
 from invoicelab.metrics import PROFILES, error_breakdown, outcomes, scores
+from invoicelab.prompt_analytics import prompt_set_view
+from invoicelab.prompt_versions import mixed_hashes
 from invoicelab.stats import METHOD_NAMES
 from invoicelab.views import (
+    baseline_pairs,
     correct,
     cost_per_1000,
     frontier,
@@ -115,14 +118,22 @@ def _rows(df: pd.DataFrame, out: pd.DataFrame, exp: Experiment) -> list[dict[str
     return rows
 
 
-def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment) -> dict[str, Any]:
-    """The kind's view: tests (corrected together), and the frontier or the ranking."""
+def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment,
+                 prompt_set: tuple[dict[str, dict[str, str]], str] | None) -> dict[str, Any]:
+    """The kind's view: tests (corrected together), and the frontier, the ranking or the prompt set's analytics."""
     if not rows:
         return {}
     a, kind, fields = exp.analysis, exp.kind.value, list(exp.fields)
     table = pd.DataFrame(rows).set_index(GROUP)
     extra: dict[str, Any] = {}
-    if kind == "prompt":
+    if prompt_set is not None:  # each generated prompt against the baseline, not every pair of them
+        axes_of, baseline = prompt_set
+        tests = paired_tests(out, baseline_pairs(table, baseline), "prompt", fields, a.n_boot, exp.seed)
+        extra = {"prompt_set": prompt_set_view(
+            out[out["prompt"].isin(list(axes_of))], axes_of, fields, baseline=baseline,
+            confirm_fraction=exp.prompt_set.confirm_fraction, n_boot=a.n_boot, seed=exp.seed,
+            correction=a.correction, alpha=a.alpha)}
+    elif kind == "prompt":
         tests = paired_tests(out, prompt_pairs(table), "prompt", fields, a.n_boot, exp.seed)
     elif kind == "quantization":
         reference = a.reference or rows[0]["variant"]
@@ -137,13 +148,15 @@ def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment)
     return {"tests": tests, **extra}
 
 
-def summarize(df: pd.DataFrame, exp: Experiment, timings: dict[str, dict[str, float]]) -> dict[str, Any]:
+def summarize(df: pd.DataFrame, exp: Experiment, timings: dict[str, dict[str, float]],
+              prompt_set: tuple[dict[str, dict[str, str]], str] | None = None) -> dict[str, Any]:
     """Everything ``summary.json`` holds: per (variant, prompt) scores and speed, error breakdown, the kind's view.
 
     Args:
         df: The run's result rows, variants in the experiment's order.
         exp: The experiment (fields and their rules, kind, analysis settings, variants' resources).
         timings: The driver's wall-clock timings per stage.
+        prompt_set: For a prompt-set experiment, each generated prompt's axis levels and the baseline's id.
     """
     out = outcomes(df, exp.fields)
     rows = _rows(df, out, exp)
@@ -155,7 +168,8 @@ def summarize(df: pd.DataFrame, exp: Experiment, timings: dict[str, dict[str, fl
         "alpha": exp.analysis.alpha, "correction": exp.analysis.correction,
         "correction_name": METHOD_NAMES[exp.analysis.correction],
         "rows": rows, "errors": [{k: _plain(v) for k, v in r.items()} for r in errors.to_dict("records")],
-        **_comparisons(out, rows, exp), "timings": timings, "backends": backend_infos(df),
+        **_comparisons(out, rows, exp, prompt_set), "timings": timings, "backends": backend_infos(df),
+        "warnings": mixed_hashes(df),
     }
 
 

@@ -1,6 +1,7 @@
 """The command line: ``invoicelab run | plan | generate | schema | show | models``, and analysis commands.
 
-The analysis commands (``report``, ``history``, ``compare``, ``plan-ab``) live in ``cli_analysis``.
+The analysis commands (``report``, ``history``, ``compare``, ``plan-ab``) live in ``cli_analysis``, the
+prompt workbench (``prompts list | show | render | diff | new | edit | log``) in ``cli_prompts``.
 
 Parses arguments into typed config objects and hands them to library functions; the only place
 that calls ``sys.exit``. Exit codes: 0 done, 2 bad config or dataset (nothing started), 1 other.
@@ -204,9 +205,9 @@ class _RichProgress:
 
 
 def _register() -> None:
-    from invoicelab.cli_analysis import COMMANDS
+    from invoicelab import cli_analysis, cli_prompts
 
-    for command in COMMANDS:
+    for command in [*cli_analysis.COMMANDS, *cli_prompts.COMMANDS]:
         main.add_command(command)
 
 

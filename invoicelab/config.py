@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from invoicelab.prompt_axes import AXES, AXIS_DEFAULT, PromptSetSpec, level_name  # noqa: F401 - re-exported
 from invoicelab.variants import (  # noqa: F401 - re-exported: the configuration's public names
     BACKENDS,
     PRECISIONS,
@@ -171,8 +172,10 @@ class Experiment(Strict):
     dataset: DatasetSpec = Field(..., description="Documents and ground truth.")
     fields: dict[str, FieldSpec] = Field(..., min_length=1, description="Fields to extract, by output name.")
     prompts: list[str] = Field(
-        default_factory=lambda: ["terse-json"], min_length=1, description="Prompt ids from the prompts folder."
+        default_factory=lambda: ["terse-json"],
+        description="Prompt ids from the prompts folder (default: terse-json, or none beside a prompt_set).",
     )
+    prompt_set: PromptSetSpec | None = Field(None, description="Prompt variants generated along axes, run beside `prompts`.")
     prompts_dir: str | None = Field(None, description="Folder of prompt templates (default: the repo's prompts/).")
     variants: list[Variant] = Field(..., min_length=1, description="Model variants to compare, each with its backend's settings.")
     ray: RaySpec = Field(default_factory=RaySpec, description="Cluster settings.")
@@ -198,6 +201,13 @@ class Experiment(Strict):
             return {k: ({"type": v} if isinstance(v, str) else v) for k, v in value.items()}
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _set_replaces_default_prompt(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("prompt_set") and "prompts" not in data:
+            return {**data, "prompts": []}
+        return data
+
     @model_validator(mode="after")
     def _unique_variants(self) -> Experiment:
         names = [v.name for v in self.variants]
@@ -206,6 +216,8 @@ class Experiment(Strict):
             raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
         if len(set(self.prompts)) != len(self.prompts):
             raise ValueError("prompts must not repeat")
+        if not self.prompts and self.prompt_set is None:
+            raise ValueError("prompts: give at least one prompt id, or a prompt_set")
         ref = self.analysis.reference
         if ref is not None and ref not in names:
             raise ValueError(f"analysis.reference: no variant named {ref!r}; variants: {', '.join(names)}")
@@ -220,6 +232,10 @@ class Experiment(Strict):
         """An input location as a URI string: ``s3://...`` and other URIs as given, local paths made absolute."""
         return path if is_uri(path) else str(self.resolve(path))
 
+    def prompts_path(self) -> Path:
+        """The folder of prompt templates (``prompts_dir`` from the config's folder, else the repo's)."""
+        return self.resolve(self.prompts_dir) if self.prompts_dir else default_prompts_dir()
+
     @property
     def out_path(self) -> Path:
         """The run's output folder (relative to the working directory, like any command's output)."""
@@ -229,6 +245,12 @@ class Experiment(Strict):
     def store_path(self) -> Path:
         """Where earlier runs' result datasets are looked up for reuse."""
         return Path(self.store).expanduser().resolve() if self.store else self.out_path.parent
+
+
+def default_prompts_dir() -> Path:
+    """The repo's ``prompts/`` folder (beside the package), else ``./prompts``."""
+    beside = Path(__file__).resolve().parents[1] / "prompts"
+    return beside if beside.is_dir() else Path("prompts")
 
 
 def is_uri(path: str) -> bool:
@@ -307,9 +329,14 @@ def parse_experiment(data: Any, overrides: list[str] = ()) -> Experiment:
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
+    if exp.prompt_set is not None:  # levels are declared in the set file, read here so a typo exits before a run
+        problems = exp.prompt_set.level_problems(exp.prompts_path() / "sets" / f"{exp.prompt_set.base}.yaml")
+        if problems:
+            raise ConfigError("invalid experiment config:\n" + "\n".join(f"  {p}" for p in problems))
+    return exp
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:

@@ -1,8 +1,10 @@
 """The results store's history: every run recorded in an embedded DuckDB file next to the runs' Parquet.
 
 ``<store>/history.duckdb`` holds table ``runs`` (one row per finished run: name, kind, dataset, folder,
-time, config digest, version, hardware) and table ``metrics`` (one row per run x variant x prompt x field:
-the accuracies of its summary.json, plus field ``all`` for the micro accuracy and F1). The result rows stay
+time, config digest, version, hardware), table ``metrics`` (one row per run x variant x prompt x field:
+the accuracies of its summary.json, plus field ``all`` for the micro accuracy and F1) and table ``prompts``
+(one row per run x prompt x text: version, hash, fields, rendered text; see ``invoicelab.prompt_versions``,
+which also reads it back for ``invoicelab prompts log``). The result rows stay
 in each run's Parquet parts, the source of truth; the file holds only summary numbers and where the rows
 are, read in place by the table macro ``run_results(run_dir)``::
 
@@ -48,6 +50,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, variant VARCHAR, backend VARCHAR, model VARCHAR,
        precision VARCHAR, prompt VARCHAR, field VARCHAR, accuracy DOUBLE, exact DOUBLE, similarity DOUBLE,
        f1 DOUBLE, n INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS prompts (run_id VARCHAR, prompt VARCHAR, prompt_version INTEGER,
+       prompt_hash VARCHAR, fields_digest VARCHAR, fields_json VARCHAR, rendered VARCHAR, n_rows BIGINT)""",
     # Parameters of a table function must be constants, so the macro takes the folder, not a run id.
     """CREATE OR REPLACE MACRO run_results(run_dir) AS TABLE
        SELECT * FROM read_parquet(run_dir || '/results/*.parquet', union_by_name = true)""",
@@ -86,6 +90,10 @@ def _connect(store: Path, read_only: bool = False):
         con.close()
 
 
+connect = _connect
+"""``with connect(store, read_only=False) as con``: a short-lived connection to a store's history."""
+
+
 def record_run(store: Path, run_dir: Path, summary: dict[str, Any], experiment: dict[str, Any],
                hardware: dict[str, Any] | None = None) -> str:
     """Record a finished run (its summary's accuracies and where its rows are) in the store's history.
@@ -113,13 +121,19 @@ def record_run(store: Path, run_dir: Path, summary: dict[str, Any], experiment: 
            json.dumps(hardware, default=str) if hardware is not None else None,
            datetime.now(timezone.utc).replace(tzinfo=None)]
     metrics = _metric_rows(run_id, summary, experiment, _truth_counts(run_dir))
+    from invoicelab.prompt_versions import prompt_rows
+
+    prompts = prompt_rows(run_id, run_dir, experiment)
     with _connect(store) as con:
         con.execute("BEGIN")
         con.execute("DELETE FROM metrics WHERE run_id = ?", [run_id])
+        con.execute("DELETE FROM prompts WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", run)
         if metrics:
             con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", metrics)
+        if prompts:
+            con.executemany("INSERT INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", prompts)
         con.execute("COMMIT")
     return run_id
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,14 @@ def version(package: str) -> str:
         return "absent"
 
 
-def prompt_identity(prompt: Prompt | None) -> str:
-    """Hash of a prompt's whole text and settings ("none" for backends without a prompt)."""
-    return digest(asdict(prompt)) if prompt is not None else "none"
+def prompt_identity(prompt: Prompt | None, fields: dict[str, FieldSpec]) -> str:
+    """Hash of what the model is given: the prompt rendered for these fields, document text left as a
+    placeholder, and the answer prefix ("none" for backends without a prompt). Its id, description and
+    file location are not part of it, so a renamed or moved prompt with the same text reuses its rows."""
+    if prompt is None:
+        return "none"
+    messages, prefix = prompt.render(fields, "${text}")
+    return digest({"messages": messages, "prefix": prefix, "output": getattr(prompt, "output", "json")})
 
 
 def fields_identity(fields: dict[str, FieldSpec]) -> str:

@@ -31,6 +31,7 @@ def load(run_dir: str | Path, engine: str = "pandas", with_outcomes: bool = Fals
     precision             the configured weights precision (fp32, bf16, int8-dynamic, ...)
     prompt                the prompt id ("none" for backends that take no prompt)
     prompt_version        the prompt template's version
+    prompt_hash           hash of the rendered template and the fields it renders for (``prompt_versions``)
     batch_size            the configured batch size (an upper bound of batch_docs)
     raw_output            the model's answer text, before parsing
     parse_error           why the answer could not be read as the fields (null when it could)

@@ -5,6 +5,8 @@ accepts trailing or missing commas, single quotes, bare keys and bare words, and
 by the token limit (the complete pairs are kept), and matches keys whatever their case, spaces,
 hyphens or camelCase. It must never raise, never ``eval`` the text, never import a model library,
 and stays linear in the length of the output: a text it cannot read becomes ``Parsed.error``.
+An answer without any JSON object is read as ``name: value`` lines (``parsing_lines.py``) when
+such lines name requested fields.
 """
 
 from __future__ import annotations
@@ -333,4 +335,8 @@ def parse_fields(text: str, fields: Sequence[str], prefix: str = "") -> Parsed:
         alone = _parse(text, fields)
         if _count(alone) > _count(parsed):
             return Parsed(alone.fields, alone.error, True)
+    if parsed.error == "no JSON object in output":  # prompts may ask for `name: value` lines instead
+        from invoicelab.parsing_lines import parse_lines  # here: that module reads this one's Parsed
+
+        return parse_lines(prefix + text, fields) or parsed
     return parsed

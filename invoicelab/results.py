@@ -31,6 +31,7 @@ BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("precision", pa.string()),
     ("prompt", pa.string()),
     ("prompt_version", pa.int32()),
+    ("prompt_hash", pa.string()),  # the prompt's identity: its rendered template and fields (prompt_versions)
     ("batch_size", pa.int32()),
     ("raw_output", pa.string()),
     ("parse_error", pa.string()),

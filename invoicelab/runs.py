@@ -20,7 +20,17 @@ def summarize_folder(folder: Path, experiment_json: str, timings: dict[str, dict
     from invoicelab.analysis import summarize
 
     exp = Experiment.model_validate_json(experiment_json)
-    return summarize(sorted_results(folder, exp), exp, timings)
+    return summarize(sorted_results(folder, exp), exp, timings, prompt_set_of(exp))
+
+
+def prompt_set_of(exp: Experiment) -> tuple[dict[str, dict[str, str]], str] | None:
+    """A prompt-set experiment's generated prompts' axis levels and its baseline id; None without a set."""
+    if exp.prompt_set is None:
+        return None
+    from invoicelab.prompt_sets import baseline_id, expand
+
+    prompts = expand(exp.prompt_set, exp.prompts_path(), exp.seed)
+    return {p.id: dict(p.axes) for p in prompts}, baseline_id(exp.prompt_set, prompts)
 
 
 def sorted_results(folder: Path, exp: Experiment) -> pd.DataFrame:

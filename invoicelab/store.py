@@ -125,7 +125,8 @@ def adopt(sources: dict[Path, set[str]], folder: Path, names: dict[str, dict[str
         sources: Part -> keys to copy from it (from ``reusable``).
         folder: This run's results folder.
         names: Key -> the columns to overwrite (``variant``, ``prompt``, ``doc_id``, ``file``).
-        schema: This run's result schema; a part that does not fit it is skipped.
+        schema: This run's result schema. Columns a part lacks (written by an older version) are added as
+            nulls, so that every row the plan counted as reused arrives.
 
     Returns:
         Rows copied.
@@ -134,12 +135,15 @@ def adopt(sources: dict[Path, set[str]], folder: Path, names: dict[str, dict[str
     for part, keys in sources.items():
         table = pq.read_table(part)
         table = table.filter(pc.is_in(table.column("key"), pa.array(sorted(keys))))
-        if table.num_rows == 0 or set(schema.names) - set(table.column_names):
+        if table.num_rows == 0:
             continue
+        for name in schema.names:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
         table = table.select(schema.names).cast(schema)
         table_keys = table.column("key").to_pylist()
-        for column in ("variant", "prompt", "doc_id", "file"):
-            values = [names[k][column] for k in table_keys]
+        for column in sorted({c for k in table_keys for c in names[k]}):
+            values = [names[k].get(column) for k in table_keys]
             table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.string()))
         write_part(folder, table, part_name("reused", table_keys))
         copied += table.num_rows

@@ -165,11 +165,30 @@ class FakeOptions(Strict):
     garbage_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered with text that holds no JSON.")
     wrong_rate: float | dict[str, float] = Field(
         0.0, description="Fraction with every value altered; a number, or prompt id -> number.")
+    wrong_rate_by_axis: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="{axis: {level: rate}}: for a prompt generated at that level of that axis, "
+        "each field's value is altered with that rate (drawn per document, prompt and field), to plant an effect "
+        "on one axis of a prompt set.",
+    )
     delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per batch.")
     crash_on: list[str] = Field(default_factory=list, description="Doc ids whose batch raises an exception.")
     kill_on: list[str] = Field(default_factory=list, description="Doc ids whose batch SIGKILLs its worker process.")
     hang_on: list[str] = Field(default_factory=list, description="Doc ids whose batch sleeps `hang_s` seconds.")
     hang_s: float = Field(3600.0, ge=0, description="How long a hanging batch sleeps.")
+
+    @field_validator("wrong_rate_by_axis", mode="before")
+    @classmethod
+    def _rates(cls, value: Any) -> Any:
+        """Levels as text (YAML reads on/off and 0/3 as other types); every rate within 0..1."""
+        if not isinstance(value, dict):
+            return value
+        out = {axis: {("on" if k else "off") if isinstance(k, bool) else str(k): r for k, r in levels.items()}
+               if isinstance(levels, dict) else levels for axis, levels in value.items()}
+        bad = [f"{a}.{k}" for a, levels in out.items() if isinstance(levels, dict) for k, r in levels.items()
+               if not isinstance(r, (int, float)) or not 0 <= r <= 1]
+        if bad:
+            raise ValueError(f"rates must be numbers within 0..1: {', '.join(bad)}")
+        return out
 
 
 class FakeVariant(TextInput, VariantBase):

@@ -125,6 +125,16 @@ def prompt_pairs(table: pd.DataFrame) -> list[tuple[Side, Side]]:
     return pairs
 
 
+def baseline_pairs(table: pd.DataFrame, baseline: str) -> list[tuple[Side, Side]]:
+    """Each other prompt of each variant against the baseline prompt (a prompt set: not every pair of prompts)."""
+    pairs = []
+    for variant in dict.fromkeys(table.index.get_level_values("variant")):
+        prompts = list(table.loc[variant].index)
+        if baseline in prompts:
+            pairs += [((variant, baseline), (variant, p)) for p in prompts if p != baseline]
+    return pairs
+
+
 def reference_pairs(table: pd.DataFrame, reference: str) -> list[tuple[Side, Side]]:
     """Each other variant against the reference, on the same prompt (or the reference's first prompt)."""
     ref_prompts = list(table.loc[reference].index)

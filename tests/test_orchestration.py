@@ -169,3 +169,19 @@ def test_rows_of_another_runs_faults_are_not_reused(ray_cluster, tmp_path):
     second = run_experiment(parse_experiment(config(tmp_path, [patient], name="second", n=3)))
     assert second.summary["reused_rows"] == 2 and second.summary["computed_rows"] == 1
     assert frame(second)["error"].isna().all()
+
+
+def test_rows_written_before_a_schema_change_are_reused_with_the_new_columns_empty(ray_cluster, tmp_path):
+    import pyarrow.parquet as pq
+
+    variants = [{"name": "a", "backend": "fake", "batch_size": 4}]
+    first = run_experiment(parse_experiment(config(tmp_path, variants, name="old")))
+    for part in store.parts(first.results):  # as an older version wrote them: no truth_/in_text_/prompt_hash
+        table = pq.read_table(part)
+        pq.write_table(table.drop([c for c in table.column_names if c.startswith(("truth_", "in_text_", "prompt_hash"))]),
+                       part)
+    other = run_experiment(parse_experiment(config(tmp_path, [{**variants[0], "name": "b"}], name="new")))
+    assert other.summary["reused_rows"] == 8 and other.summary["computed_rows"] == 0
+    df = frame(other)
+    assert exactly_once(df) and len(df) == 8 and df["error"].isna().all()
+    assert df["truth_total"].isna().all() and other.summary["rows"][0]["accuracy"] == 1.0

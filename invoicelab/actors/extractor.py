@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from invoicelab import prompt_versions
 from invoicelab.actors.meter import BatchMeter
 from invoicelab.backends import create_backend
 from invoicelab.backends.base import DocInput, Extraction, ReadsGroundTruth
@@ -34,18 +35,24 @@ CUTS_TEXT = frozenset({"ocr-llm", "vllm", "openai-http"})
 
 
 def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, fields: dict[str, FieldSpec],
-             info: str = "", key: str = "", where: dict[str, Any] | None = None) -> dict[str, Any]:
+             info: str = "", key: str = "", where: dict[str, Any] | None = None,
+             prompt_hash: str | None = None) -> dict[str, Any]:
     """The columns of a result row that do not depend on the model's answer (ground truth included).
 
     Args:
         where: ``node_id``, ``gpu_ids`` and ``worker`` of the process computing the row.
+        prompt_hash: The prompt's hash for these fields, when the caller computed it once for many rows;
+            None: computed here.
     """
+    if prompt is not None and prompt_hash is None:
+        prompt_hash = prompt_versions.prompt_hash(prompt, fields)
     gt_fields, gt_norm = json.loads(doc.get("fields_json") or "{}"), json.loads(doc.get("normalized_json") or "{}")
     row = {
         "key": key or None, "doc_sha256": doc.get("doc_sha256") or None, **(where or {}),
         "doc_id": doc["doc_id"], "file": doc.get("path", ""), "variant": variant.name, "backend": variant.backend,
         "model": variant.model_source or "", "precision": variant.precision_label,
         "prompt": prompt.id if prompt else NO_PROMPT, "prompt_version": prompt.version if prompt else 0,
+        "prompt_hash": prompt_hash,
         "batch_size": variant.batch_size, "ocr_s": doc.get("ocr_s"), "ocr_cached": doc.get("ocr_cached"),
         "backend_info": info or None,
     }
@@ -85,6 +92,7 @@ class Extractor:
         self.where = where or {}
         self.prompts: dict[str, Prompt | None] = {pid: Prompt(**p) for pid, p in prompts.items()}
         self.prompts[NO_PROMPT] = None
+        self.hashes = prompt_versions.hashes(self.prompts, self.fields)  # once per prompt, not per row
         self.backend, self.load_error, self.info = None, "", ""
         start = time.perf_counter()
         try:
@@ -107,8 +115,9 @@ class Extractor:
 
     def _run_prompt(self, items: list[tuple[dict[str, Any], str]], prompt: Prompt | None) -> list[dict[str, Any]]:
         docs = [d for d, _ in items]
-        bases = [{**row_base(d, self.variant, prompt, self.fields, self.info, k, self.where), "load_s": self.load_s}
-                 for d, k in items]
+        digest = self.hashes[prompt.id] if prompt is not None else None
+        bases = [{**row_base(d, self.variant, prompt, self.fields, self.info, k, self.where, digest),
+                  "load_s": self.load_s} for d, k in items]
         if self.load_error:
             return [error_row(b, self.load_error, "load") for b in bases]
         bad = [error_row(b, d["error"], d.get("error_stage") or "input") for b, d in zip(bases, docs) if d["error"]]

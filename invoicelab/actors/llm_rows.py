@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from invoicelab import prompt_versions
 from invoicelab.actors.extractor import row_base, scored_row, seen_text
 from invoicelab.backends.base import DocInput, extraction
 from invoicelab.backends.structured import answer_schema
@@ -48,6 +49,7 @@ class _Variant:
         self.variant = next(v for v in self.exp.variants if v.name == variant_name)
         self.fields = self.exp.fields
         self.prompts = {pid: Prompt(**p) for pid, p in prompts.items()}
+        self.hashes = prompt_versions.hashes(self.prompts, self.fields)  # once per prompt, not per row
         self.units = units
         self.reads_images = self.variant.input == "image"
 
@@ -97,7 +99,9 @@ class ResultRows(_Variant):
         return to_table(rows, list(self.fields))
 
     def _row(self, r: dict[str, Any]) -> dict[str, Any]:
-        base = row_base(r, self.variant, self.prompts[r["prompt_id"]], self.fields, self.info, r["key"])
+        pid = r["prompt_id"]
+        base = row_base(r, self.variant, self.prompts[pid], self.fields, self.info, r["key"],
+                        prompt_hash=self.hashes[pid])
         if r.get("__inference_error__"):
             return error_row(base, f"vllm engine error: {r['__inference_error__']}", "model")
         out = extraction(r.get("generated_text") or "", r.get("num_input_tokens") or 0,
@@ -120,7 +124,8 @@ class InputErrorRows(_Variant):
             if problem is None:
                 continue
             for prompt_id, key in self.units.get(r["doc_id"], ()):
-                base = row_base(r, self.variant, self.prompts[prompt_id], self.fields, self.info, key)
+                base = row_base(r, self.variant, self.prompts[prompt_id], self.fields, self.info, key,
+                                prompt_hash=self.hashes[prompt_id])
                 rows.append(error_row(base, *problem))
         return to_table(rows, list(self.fields))
 

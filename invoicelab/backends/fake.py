@@ -8,6 +8,9 @@ from its document inputs. Options (``variant.options``, typed in ``variants.Fake
 - ``error_rate``: fraction of documents for which the backend reports an error.
 - ``garbage_rate``: fraction answered with text that holds no JSON.
 - ``wrong_rate``: fraction with every value altered; a number, or a mapping prompt id -> number.
+- ``wrong_rate_by_axis``: ``{axis: {level: rate}}``: for a prompt generated at that level of that
+  axis (``Prompt.axes``), each field's value is altered with that rate, drawn per (document,
+  prompt, field, axis), so a test can plant an effect that depends on one axis only.
 - ``delay_s``: seconds to sleep per batch (to make throughput measurable).
 - ``crash_on``: doc ids whose batch raises an exception (the whole batch fails).
 - ``kill_on``: doc ids whose batch kills the worker process itself (SIGKILL), as a segfault or an
@@ -28,6 +31,7 @@ from invoicelab.backends.base import DocInput, Extraction
 from invoicelab.config import FieldSpec, VariantSpec
 from invoicelab.parsing import parse_fields
 from invoicelab.prompts import Prompt
+
 
 def draw(*parts: object) -> float:
     """A deterministic number in [0, 1) from the parts."""
@@ -53,8 +57,15 @@ class FakeBackend:
         value = getattr(self.opts, name)
         return float(value.get(prompt_id, 0.0) if isinstance(value, dict) else value)
 
-    def _answer(self, doc: DocInput, prompt_id: str) -> Extraction:
-        roll = lambda what: draw(self.seed, self.variant.name, prompt_id, doc.doc_id, what)  # noqa: E731
+    def _axis_wrong(self, doc_id: str, prompt: Prompt | None, field: str) -> bool:
+        """Whether a field's value is altered by a rate planted on one of the prompt's axis levels."""
+        axes = prompt.axes if prompt else {}
+        return any(draw(self.seed, self.variant.name, prompt.id, doc_id, "axis", axis, field) < rates[axes[axis]]
+                   for axis, rates in self.opts.wrong_rate_by_axis.items() if axes.get(axis) in rates)
+
+    def _answer(self, doc: DocInput, prompt: Prompt | None) -> Extraction:
+        prompt_id = prompt.id if prompt else ""
+        roll = lambda what: draw(self.seed, self.variant.name, prompt_id, doc.doc_id, what)
         if roll("error") < self._rate("error_rate", prompt_id):
             return Extraction(fields={f: None for f in self.fields}, error="fake: injected backend error")
         if roll("garbage") < self._rate("garbage_rate", prompt_id):
@@ -63,7 +74,8 @@ class FakeBackend:
             values = {f: self.truth.get(doc.doc_id, {}).get(f) for f in self.fields}
             if roll("wrong") < self._rate("wrong_rate", prompt_id):
                 values = {f: "not-the-value" for f in values}
-            raw = json.dumps(values, ensure_ascii=False)
+            values = {f: "not-the-value" if self._axis_wrong(doc.doc_id, prompt, f) else v for f, v in values.items()}
+            raw = prompt.answer(values) if prompt else json.dumps(values, ensure_ascii=False)  # in the asked format
         parsed = parse_fields(raw, list(self.fields))
         return Extraction(fields=parsed.fields, raw_output=raw, parse_error=parsed.error,
                           tokens_in=len(doc.text.split()), tokens_out=len(raw.split()))
@@ -78,8 +90,7 @@ class FakeBackend:
             raise RuntimeError(f"fake: injected crash on a batch of {len(docs)} documents")
         if self.opts.delay_s:
             time.sleep(self.opts.delay_s)
-        prompt_id = prompt.id if prompt else ""
-        return [self._answer(d, prompt_id) for d in docs]
+        return [self._answer(d, prompt) for d in docs]
 
     def info(self) -> dict[str, Any]:
         return {"backend": "fake", "options": self.opts.model_dump(mode="json")}

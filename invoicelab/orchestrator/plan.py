@@ -71,8 +71,13 @@ class Plan:
         return sum(len(v.todo) for v in self.variants)
 
     def names(self) -> dict[str, dict[str, str]]:
-        """key -> this run's variant, prompt, doc id and file for that row (to rename reused rows)."""
-        return {k: {"variant": v.variant.name, "prompt": p, "doc_id": self.docs[i].doc_id, "file": self.docs[i].path}
+        """key -> this run's variant, prompt (id and hash), doc id and file for that row (to rename reused rows)."""
+        from invoicelab.prompt_versions import prompt_hash
+
+        hashes = {(v.variant.name, pid): prompt_hash(prompt, self.exp.fields)
+                  for v in self.variants for pid, prompt in v.prompts.items()}
+        return {k: {"variant": v.variant.name, "prompt": p, "prompt_hash": hashes.get((v.variant.name, p)),
+                    "doc_id": self.docs[i].doc_id, "file": self.docs[i].path}
                 for v in self.variants for k, (i, p) in v.expected.items()}
 
     def todo_docs(self, setting: TextSetting) -> list[int]:
@@ -129,7 +134,7 @@ def make_plan(exp: Experiment, docs: list[Document], hashes: list[str], prompts:
         seen.append(digest(identity))
         variant_id = digest({**identity, "replica": replica} if replica else identity)
         for pid, prompt in chosen.items():
-            prompt_id = prompt_identity(prompt)
+            prompt_id = prompt_identity(prompt, exp.fields)
             for i, doc_id in enumerate(doc_ids):
                 vplan.expected[row_key(doc_id, setting_id, prompt_id, variant_id, fields_id)] = (i, pid)
         plans.append(vplan)
