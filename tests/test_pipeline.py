@@ -100,3 +100,25 @@ def test_a_variant_that_cannot_start_becomes_error_rows(ray_cluster, tmp_path):
     assert broken["error"].str.startswith("variant failed to load: ").all()
     assert (broken["error_stage"] == "load").all()
     assert df[df["variant"] == "echo"]["error"].isna().all()
+
+
+def test_a_prompt_set_finds_the_planted_axis_effect_and_confirms_a_winner(ray_cluster, tmp_path):
+    """Acceptance test of the prompt analytics: the fake backend gets a field wrong 70% of the time without
+    worked examples and never with one; style and format do nothing. The analysis must find the examples
+    effect and no other, and confirm a winner with an example on documents it was not picked on."""
+    exp = experiment(tmp_path, "prompt", [{"name": "echo", "backend": "fake", "batch_size": 16,
+                                           "options": {"wrong_rate_by_axis": {"examples": {"0": 0.7}}}}],
+                     prompts=(), n=40, prompt_set={"base": "invoice-axes", "axes": {
+                         "style": ["terse", "descriptive"], "examples": [0, 1], "format": ["json", "lines"]}},
+                     analysis={"n_boot": 400})
+    result = run_experiment(exp)
+    view = result.summary["prompt_set"]
+    assert len(set(rows(result)["prompt"])) == 8 and len(rows(result)) == 320
+    overall = {(e["axis"], e["level"]): e for e in view["effects"] if e["field"] == "all"}
+    assert overall[("examples", "1")]["significant"] and overall[("examples", "1")]["low"] > 0.5
+    for axis, level in (("style", "descriptive"), ("format", "lines")):
+        assert not overall[(axis, level)]["significant"] and abs(overall[(axis, level)]["effect"]) < 0.1
+    winner = view["winner"]
+    assert "-ex1-" in winner["winner"] and winner["n_confirmation"] == 20 and winner["n_selection"] == 20
+    tests = [t for t in result.summary["tests"] if t["comparison"] == "prompt"]
+    assert len({t["b"] for t in tests}) == 7  # each generated prompt against the baseline, not all 28 pairs
