@@ -8,7 +8,7 @@ driver's per-variant timings. Output is plain dicts and frames; writing and prin
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,15 @@ from invoicelab.views import (
 )
 
 GROUP = ["variant", "prompt"]
+
+
+class PromptSetInfo(NamedTuple):
+    """What analysis needs of a prompt set: each generated prompt's axis levels, the baseline's id, and
+    each document's stratum for the selection/confirmation split (None: no labels)."""
+
+    axes_of: dict[str, dict[str, str]]
+    baseline: str
+    strata: dict[str, str] | None = None
 
 
 def run_stats(df: pd.DataFrame) -> pd.DataFrame:
@@ -119,7 +128,7 @@ def _rows(df: pd.DataFrame, out: pd.DataFrame, exp: Experiment) -> list[dict[str
 
 
 def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment,
-                 prompt_set: tuple[dict[str, dict[str, str]], str] | None) -> dict[str, Any]:
+                 prompt_set: PromptSetInfo | None) -> dict[str, Any]:
     """The kind's view: tests (corrected together), and the frontier, the ranking or the prompt set's analytics."""
     if not rows:
         return {}
@@ -127,12 +136,12 @@ def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment,
     table = pd.DataFrame(rows).set_index(GROUP)
     extra: dict[str, Any] = {}
     if prompt_set is not None:  # each generated prompt against the baseline, not every pair of them
-        axes_of, baseline = prompt_set
+        axes_of, baseline, strata = prompt_set
         tests = paired_tests(out, baseline_pairs(table, baseline), "prompt", fields, a.n_boot, exp.seed)
         extra = {"prompt_set": prompt_set_view(
             out[out["prompt"].isin(list(axes_of))], axes_of, fields, baseline=baseline,
             confirm_fraction=exp.prompt_set.confirm_fraction, n_boot=a.n_boot, seed=exp.seed,
-            correction=a.correction, alpha=a.alpha)}
+            correction=a.correction, alpha=a.alpha, strata=strata)}
     elif kind == "prompt":
         tests = paired_tests(out, prompt_pairs(table), "prompt", fields, a.n_boot, exp.seed)
     elif kind == "quantization":
@@ -149,7 +158,7 @@ def _comparisons(out: pd.DataFrame, rows: list[dict[str, Any]], exp: Experiment,
 
 
 def summarize(df: pd.DataFrame, exp: Experiment, timings: dict[str, dict[str, float]],
-              prompt_set: tuple[dict[str, dict[str, str]], str] | None = None) -> dict[str, Any]:
+              prompt_set: PromptSetInfo | None = None) -> dict[str, Any]:
     """Everything ``summary.json`` holds: per (variant, prompt) scores and speed, error breakdown, the kind's view.
 
     Args:

@@ -53,6 +53,9 @@ class PromptSetSpec(Strict):
                                  "every axis at its first chosen level).")
     confirm_fraction: float = Field(0.5, gt=0, lt=1, description="Share of documents held out (seeded, stratified "
                                     "where labels allow) to confirm the winner picked on the others.")
+    stratify_by: str | None = Field(
+        "layout", description="A key of gt.jsonl's `meta` whose value labels each document (synthetic invoices: "
+        "layout); the selection/confirmation split keeps each label's share. Documents without it: a plain split.")
 
     @field_validator("axes", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from invoicelab.analysis import PromptSetInfo
 from invoicelab.config import ConfigError, Experiment
 
 
@@ -23,14 +24,26 @@ def summarize_folder(folder: Path, experiment_json: str, timings: dict[str, dict
     return summarize(sorted_results(folder, exp), exp, timings, prompt_set_of(exp))
 
 
-def prompt_set_of(exp: Experiment) -> tuple[dict[str, dict[str, str]], str] | None:
-    """A prompt-set experiment's generated prompts' axis levels and its baseline id; None without a set."""
+def prompt_set_of(exp: Experiment) -> PromptSetInfo | None:
+    """A prompt-set experiment's generated prompts' axis levels, its baseline id and the documents' strata."""
     if exp.prompt_set is None:
         return None
     from invoicelab.prompt_sets import baseline_id, expand
 
     prompts = expand(exp.prompt_set, exp.prompts_path(), exp.seed)
-    return {p.id: dict(p.axes) for p in prompts}, baseline_id(exp.prompt_set, prompts)
+    return PromptSetInfo({p.id: dict(p.axes) for p in prompts}, baseline_id(exp.prompt_set, prompts),
+                         strata_of(exp, exp.prompt_set.stratify_by))
+
+
+def strata_of(exp: Experiment, key: str | None) -> dict[str, str] | None:
+    """doc_id -> the value of ``meta[key]`` in gt.jsonl; None when no key or no document has it."""
+    if not key:
+        return None
+    from invoicelab.data.sources import load_documents
+
+    labels = {d.doc_id: json.loads(d.meta_json).get(key) for d in load_documents(exp)}
+    labels = {doc: str(v) for doc, v in labels.items() if v is not None}
+    return labels or None
 
 
 def sorted_results(folder: Path, exp: Experiment) -> pd.DataFrame:

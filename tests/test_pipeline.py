@@ -120,5 +120,7 @@ def test_a_prompt_set_finds_the_planted_axis_effect_and_confirms_a_winner(ray_cl
         assert not overall[(axis, level)]["significant"] and abs(overall[(axis, level)]["effect"]) < 0.1
     winner = view["winner"]
     assert "-ex1-" in winner["winner"] and winner["n_confirmation"] == 20 and winner["n_selection"] == 20
+    split = view["split"]  # stratified by the synthetic invoices' layout (gt.jsonl meta), each layout split in two
+    assert split["stratified"] and not set(split["selection"]) & set(split["confirmation"])
     tests = [t for t in result.summary["tests"] if t["comparison"] == "prompt"]
     assert len({t["b"] for t in tests}) == 7  # each generated prompt against the baseline, not all 28 pairs

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -42,6 +42,8 @@ class Document:
         error: Why this document cannot be processed ("" when it can).
         size: Size in bytes from the folder's listing (-1 when not listed).
         mtime_ns: Modification time in ns from the folder's listing (-1 when not listed).
+        meta_json: The record's ``meta`` block as a JSON object string: informational labels (a synthetic
+            invoice's ``layout``), never ground truth; used to stratify document splits.
     """
 
     doc_id: str
@@ -51,6 +53,7 @@ class Document:
     error: str = ""
     size: int = -1
     mtime_ns: int = -1
+    meta_json: str = "{}"
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +78,12 @@ def _as_object(value: Any) -> dict[str, Any]:
 
 
 def _document(record: dict[str, Any] | None, problem: str, lineno: int, where: _Dataset) -> Document:
-    record = record or {}
+    doc = _checked_document(record or {}, problem, lineno, where)
+    meta = _as_object((record or {}).get("meta"))
+    return replace(doc, meta_json=json.dumps(meta, ensure_ascii=False, sort_keys=True)) if meta else doc
+
+
+def _checked_document(record: dict[str, Any], problem: str, lineno: int, where: _Dataset) -> Document:
     file = record.get("file")
     doc_id = record.get("doc_id") or (PurePosixPath(file).stem if isinstance(file, str) and file else f"line-{lineno}")
     doc_id = str(doc_id)
