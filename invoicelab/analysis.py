@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from invoicelab.config import Experiment
@@ -18,6 +17,7 @@ from invoicelab.metrics import PROFILES, error_breakdown, outcomes, scores
 from invoicelab.prompt_analytics import prompt_set_view
 from invoicelab.prompt_versions import mixed_hashes
 from invoicelab.stats import METHOD_NAMES
+from invoicelab.views import plain as _plain
 from invoicelab.views import (
     baseline_pairs,
     correct,
@@ -180,11 +180,3 @@ def summarize(df: pd.DataFrame, exp: Experiment, timings: dict[str, dict[str, fl
         **_comparisons(out, rows, exp, prompt_set), "timings": timings, "backends": backend_infos(df),
         "warnings": mixed_hashes(df),
     }
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, (np.floating, float)):
-        return None if np.isnan(x) else float(x)
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    return x

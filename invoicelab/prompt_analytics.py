@@ -36,6 +36,7 @@ import pandas as pd
 from invoicelab.metrics import scores
 from invoicelab.stats import adjust, paired_bootstrap, paired_permutation
 from invoicelab.views import ALL, correct, paired_tests, ranking
+from invoicelab.views import plain as _plain
 
 Axes = Mapping[str, Mapping[str, str]]
 """{prompt id: {axis: level}}."""
@@ -387,12 +388,3 @@ def prompt_set_view(out: pd.DataFrame, axes_of: Axes, fields: list[str], baselin
             "winners": winners, "winner": winners[0] if winners else {},
             "split": {"selection": [_plain(d) for d in selection], "confirmation": [_plain(d) for d in confirmation],
                       "confirm_fraction": confirm_fraction, "seed": seed, "stratified": len(labels) > 1}}
-
-
-def _plain(x: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN to None."""
-    if isinstance(x, (np.floating, float)):
-        return None if np.isnan(x) else float(x)
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    return x

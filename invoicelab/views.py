@@ -233,3 +233,12 @@ def _num(x: Any) -> float | None:
         return None
     x = float(x)
     return None if x != x else x
+
+
+def plain(x: Any) -> Any:
+    """JSON-ready: numpy scalars to Python numbers, NaN to None (for summary.json)."""
+    if isinstance(x, (np.floating, float)):
+        return None if np.isnan(x) else float(x)
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
