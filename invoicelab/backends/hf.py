@@ -149,21 +149,8 @@ class TextLLM:
 
     def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
                       stop: str | None = None, grammar: Any = None) -> Any:
-        """Run ``model.generate`` and return only the new token ids (batch x new)."""
-        import torch
-
-        extra: dict[str, Any] = {}
-        if grammar is not None:
-            from transformers import LogitsProcessorList
-
-            extra["logits_processor"] = LogitsProcessorList([grammar])
-        if stop:
-            extra.update(stop_strings=[stop], tokenizer=self.tokenizer)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-        with torch.inference_mode(), quiet_bnb_cast_log():
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=sorted(self.eos_ids), **(sampling or {"do_sample": False}), **extra)
-        return out[:, batch["input_ids"].shape[1]:]
+        return generate_new_ids(self.model, self.tokenizer, self.eos_ids, batch, max_new_tokens, temperature, top_p,
+                                stop, grammar)
 
     def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None = None) -> Generation:
         return decode_answer(self.tokenizer, self.eos_ids, new_ids, tokens_in, stop)
@@ -314,3 +301,26 @@ def output_vocab_size(model: Any) -> int:
     head = model.get_output_embeddings()
     size = getattr(head, "out_features", None)
     return int(size) if size else int(model.config.get_text_config().vocab_size)
+
+
+def generate_new_ids(model: Any, tokenizer: Any, eos_ids: set[int], batch: Any, max_new_tokens: int,
+                     temperature: float, top_p: float, stop: str | None = None, grammar: Any = None) -> Any:
+    """Run ``model.generate`` on a tokenized batch and return only the new token ids (batch x new).
+
+    Greedy at temperature 0; ``stop`` ends an answer at that string, ``grammar`` (a logits processor,
+    see ``structured``) constrains every step. Shared by the text and the vision-language engines.
+    """
+    import torch
+
+    extra: dict[str, Any] = {}
+    if grammar is not None:
+        from transformers import LogitsProcessorList
+
+        extra["logits_processor"] = LogitsProcessorList([grammar])
+    if stop:
+        extra.update(stop_strings=[stop], tokenizer=tokenizer)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+    with torch.inference_mode(), quiet_bnb_cast_log():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=sorted(eos_ids), **(sampling or {"do_sample": False}), **extra)
+    return out[:, batch["input_ids"].shape[1]:]

@@ -17,6 +17,7 @@ from invoicelab.backends.hf import (
     Generation,
     begin_load,
     decode_answer,
+    generate_new_ids,
     eos_token_ids,
     output_vocab_size,
 )
@@ -26,7 +27,6 @@ from invoicelab.backends.precision import (
     load_model,
     memory_footprint,
     param_dtype_counts,
-    quiet_bnb_cast_log,
 )
 from invoicelab.backends.precision_quant import describe
 from invoicelab.backends.vlm_processor import load_processor, resolution
@@ -115,24 +115,14 @@ class VisionLLM:
 
     def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
                       schema: dict[str, Any] | None, stop: str | None) -> Any:
-        """Run ``model.generate`` and return only the new token ids (batch x new)."""
-        import torch
-
-        extra: dict[str, Any] = {}
+        """The new token ids of ``batch`` (batch x new), constrained to ``schema`` when given."""
+        grammar = None
         if schema is not None:
-            from transformers import LogitsProcessorList
-
             from invoicelab.backends.structured import json_logits_processor
 
             grammar = json_logits_processor(self.tokenizer, schema, self.vocab_size, sorted(self.eos_ids))
-            extra["logits_processor"] = LogitsProcessorList([grammar])
-        if stop:
-            extra.update(stop_strings=[stop], tokenizer=self.tokenizer)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-        with torch.inference_mode(), quiet_bnb_cast_log():
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=sorted(self.eos_ids), **(sampling or {"do_sample": False}), **extra)
-        return out[:, batch["input_ids"].shape[1]:]
+        return generate_new_ids(self.model, self.tokenizer, self.eos_ids, batch, max_new_tokens, temperature, top_p,
+                                stop, grammar)
 
     def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None) -> Generation:
         return decode_answer(self.tokenizer, self.eos_ids, new_ids, tokens_in, stop)
