@@ -188,3 +188,23 @@ def test_importing_the_history_loads_no_database_or_pandas():
             "heavy = [m for m in ('duckdb', 'pandas', 'pyarrow') if m in sys.modules]\nassert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_report_plots_the_experiments_past_runs(tmp_path):
+    """A run's report.html gains the trend section once the history holds earlier runs of the same experiment."""
+    from invoicelab.report import html_report
+    from invoicelab.runs import experiment_of
+
+    store = tmp_path / "runs"
+    runs = [make_run(store, f"q{i}", f"2026-0{i + 1}-05T10:00:00+00:00", ["d1", "d2"],
+                     {"invoice_number": 0.5 + i / 4, "total": 0.5}, {"source": "synthetic", "n": 2}) for i in range(2)]
+    for run in runs:  # both recorded under one experiment name, as two runs of it would be
+        summary = json.loads((run / "summary.json").read_text())
+        experiment = {**json.loads((run / "experiment.json").read_text()), "name": "trend"}
+        h.record_run(store, run, {**summary, "name": "trend"}, experiment)
+    exp = experiment_of(runs[1]).model_copy(update={"name": "trend", "store": str(store)})
+    summary = json.loads((runs[1] / "summary.json").read_text())
+    html = html_report(runs[1], summary, exp).read_text()
+    assert "Accuracy over past runs" in html
+    other = experiment_of(runs[1]).model_copy(update={"name": "another", "store": str(store)})
+    assert "Accuracy over past runs" not in html_report(runs[1], summary, other).read_text()
