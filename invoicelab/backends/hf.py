@@ -163,28 +163,35 @@ class TextLLM:
             linear layer classes and counts (all, and quantized ones), memory footprint in bytes,
             device, load seconds, torch threads and library versions.
         """
-        import torch
-        import transformers
+        return {**loaded_model_info(self.model, self.source, self.path, self.precision, self.load_seconds),
+                "prompt_format": self.prompt_format}
 
-        linear = linear_layer_counts(self.model)
-        info = {
-            "source": self.source,
-            "resolved_path": self.path,
-            "precision": self.precision,
-            "precision_loaded": self.precision,  # check_loaded raised if it were otherwise
-            "param_dtypes": param_dtype_counts(self.model),
-            "linear_layers": linear,
-            "quantized_linear_layers": {k: v for k, v in linear.items() if k != "Linear"},
-            "memory_footprint_bytes": memory_footprint(self.model, self.precision),
-            "device": str(self.model.device),
-            "prompt_format": self.prompt_format,
-            "load_seconds": round(self.load_seconds, 3),
-            "num_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-            "transformers_version": transformers.__version__,
-        }
-        info.update(describe(self.model, self.precision))  # float layers kept, batch dependence, note, versions
-        return info
+
+
+def loaded_model_info(model: Any, source: str, path: str, precision: str, load_seconds: float) -> dict[str, Any]:
+    """What a loaded transformers model really is: source, precision asked and loaded, parameter elements
+    per dtype, linear layer classes (all, and quantized ones), memory footprint, device, load time, torch
+    threads, library versions, and the quantization details of ``precision_quant.describe``."""
+    import torch
+    import transformers
+
+    linear = linear_layer_counts(model)
+    return {
+        "source": source,
+        "resolved_path": path,
+        "precision": precision,
+        "precision_loaded": precision,  # check_loaded raised if it were otherwise
+        "param_dtypes": param_dtype_counts(model),
+        "linear_layers": linear,
+        "quantized_linear_layers": {k: v for k, v in linear.items() if k != "Linear"},
+        "memory_footprint_bytes": memory_footprint(model, precision),
+        "device": str(model.device),
+        "load_seconds": round(load_seconds, 3),
+        "num_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        **describe(model, precision),  # float layers kept, batch dependence, note, versions
+    }
 
 
 def decode_answer(tokenizer: Any, eos_ids: set[int], new_ids: list[int], tokens_in: int,

@@ -18,17 +18,14 @@ from invoicelab.backends.hf import (
     begin_load,
     decode_answer,
     generate_new_ids,
+    loaded_model_info,
     eos_token_ids,
     output_vocab_size,
 )
 from invoicelab.backends.models import ModelSourceError
 from invoicelab.backends.precision import (
-    linear_layer_counts,
     load_model,
-    memory_footprint,
-    param_dtype_counts,
 )
-from invoicelab.backends.precision_quant import describe
 from invoicelab.backends.vlm_processor import load_processor, resolution
 
 
@@ -129,32 +126,15 @@ class VisionLLM:
 
     def info(self) -> dict[str, Any]:
         """What was really loaded: classes, dtypes, layers, memory, image resolution, timing, versions."""
-        import torch
-        import transformers
-
-        linear = linear_layer_counts(self.model)
         info = {
-            "source": self.source,
-            "resolved_path": self.path,
+            **loaded_model_info(self.model, self.source, self.path, self.precision, self.load_seconds),
             "model_class": type(self.model).__name__,
             "processor_class": type(self.processor).__name__,
             "image_processor_class": type(self.processor.image_processor).__name__,
             "tokenizer_class": type(self.tokenizer).__name__,
             "image_resolution": self.image_setting,
-            "precision": self.precision,
-            "precision_loaded": self.precision,  # check_loaded raised if it were otherwise
-            "param_dtypes": param_dtype_counts(self.model),
-            "linear_layers": linear,
-            "quantized_linear_layers": {k: v for k, v in linear.items() if k != "Linear"},
-            "memory_footprint_bytes": memory_footprint(self.model, self.precision),
-            "device": str(self.model.device),
             "prompt_format": "chat",
-            "load_seconds": round(self.load_seconds, 3),
-            "num_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-            "transformers_version": transformers.__version__,
         }
-        info.update(describe(self.model, self.precision))  # float layers kept, batch dependence, note, versions
         if self.processor_note:
             info["processor_note"] = self.processor_note
         return info
