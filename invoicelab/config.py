@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from invoicelab.prompt_axes import AXES, AXIS_DEFAULT, PromptSetSpec, level_name  # noqa: F401 - re-exported
+from invoicelab.variant_parts import TuningSpec
 from invoicelab.variants import (  # noqa: F401 - re-exported: the configuration's public names
     BACKENDS,
     PRECISIONS,
@@ -180,6 +181,7 @@ class Experiment(Strict):
     variants: list[Variant] = Field(..., min_length=1, description="Model variants to compare, each with its backend's settings.")
     ray: RaySpec = Field(default_factory=RaySpec, description="Cluster settings.")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Metrics, statistics, report and history.")
+    tuning: TuningSpec = Field(default_factory=TuningSpec, description="How automatic batch sizes are probed.")
     page_stage: ResourceSpec = Field(
         default_factory=ResourceSpec, description="Resources of the page-loading/OCR stage's actor pool."
     )

@@ -44,6 +44,8 @@ BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("cost", pa.float64()),  # served backends with a price: money for this row's tokens
     ("load_s", pa.float64()),  # seconds the actor that computed the row took to load its model
     ("batch_docs", pa.int32()),  # documents really in the model call (the configured batch_size is an upper bound)
+    ("micro_batch", pa.int32()),  # the micro-batch size in force for that call (after any out-of-memory halving)
+    ("oom_splits", pa.int32()),  # out-of-memory failures the document went through before this row
     ("batch_latency_s", pa.float64()),  # wall time of that call
     ("batch_tokens_per_s", pa.float64()),  # generated tokens of the call per second
     ("peak_rss_bytes", pa.int64()),  # the worker process's peak resident memory after the call

@@ -15,91 +15,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class GenerationSpec(Strict):
-    """Sampling settings, shared by every generative backend so that their outputs are comparable."""
-
-    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens generated at most per document.")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass when temperature > 0.")
-
-
-class ResourceSpec(Strict):
-    """What each actor of a variant's pool reserves, and how many actors it has."""
-
-    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch in the actor uses this many threads.")
-    num_gpus: float = Field(
-        0.0, ge=0, description="GPUs per actor (0 on CPU machines). Fractions (0.5) let actors share one GPU; "
-        "whole numbers give each actor GPUs of its own. The model goes on the GPU Ray assigned to the actor."
-    )
-    actors: int = Field(1, ge=1, description="Actors in the variant's pool (each loads the model once).")
-    accelerator_type: str | None = Field(
-        None, description="Only place actors on nodes with this accelerator type (Ray's names: 'H100', 'L4', 'A10G')."
-    )
-    custom: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources per actor, e.g. {spot_gpu: 1} (nodes must declare them)."
-    )
-
-    @field_validator("custom")
-    @classmethod
-    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in value.items() if v < 0 or k in ("CPU", "GPU", "memory")}
-        if bad:
-            raise ValueError(f"custom resources must be >= 0 and not CPU/GPU/memory (use num_cpus/num_gpus): {bad}")
-        return value
-
-
-class FaultSpec(Strict):
-    """How a pool deals with workers that die or hang: all bounded, so a bad document cannot hang a run."""
-
-    max_restarts: int = Field(
-        10, ge=0, le=1000, description="Times each actor is restarted after its process died (out-of-memory, segfault)."
-    )
-    max_retries: int = Field(
-        1, ge=0, le=10,
-        description="A batch whose worker died is split in halves and retried; a single document is retried this "
-        "many times before it becomes an error row. The rest of its batch still succeeds.",
-    )
-    batch_timeout_s: float | None = Field(
-        None, gt=0, description="A batch running longer than this is abandoned (its actor is restarted) and its "
-        "documents become error rows. None: no limit.",
-    )
-
-
-class OcrSpec(Strict):
-    """How a page becomes text for text-only backends."""
-
-    engine: Literal["rapidocr", "tesseract", "pdf-text", "none"] | None = Field(
-        None,
-        description="rapidocr: PP-OCR models shipped in the rapidocr wheel, offline; tesseract: Debian's "
-        "tesseract-ocr through pytesseract; pdf-text: a PDF's own text layer, falling back to rapidocr for pages "
-        "without one; none: no text (only check that documents load). Default: none for the fake backend and "
-        "backends reading page images, rapidocr otherwise.",
-    )
-    max_chars: int = Field(3000, ge=100, description="Truncate the page text given to a model to this many characters.")
-    languages: str = Field("eng", pattern=r"^[a-z_]+(\+[a-z_]+)*$",
-                           description="tesseract: language packs, joined by '+' (e.g. 'eng+deu').")
-
-
-class ImageSpec(Strict):
-    """How page images are given to a model that reads pixels."""
-
-    pages: Literal["first", "all", "budget"] = Field(
-        "first", description="first: the first page only; all: every page read (up to dataset.max_pages); budget: "
-        "pages in order while their pixels together stay within `pixel_budget` (the first page always).",
-    )
-    max_side: int = Field(1024, ge=28, le=8192, description="Pages are scaled down (never up) to this longest side.")
-    max_pixels: int | None = Field(
-        None, ge=784, description="The model processor's own per-image pixel limit (Qwen2-VL `max_pixels`, Idefics3 "
-        "`longest_edge` squared); None keeps the processor's default.",
-    )
-    pixel_budget: int = Field(2_000_000, ge=784, description="budget: most pixels over all pages of one document.")
+from invoicelab.variant_parts import (  # noqa: F401 - re-exported
+    BatchingSpec,
+    FaultSpec,
+    GenerationSpec,
+    ImageSpec,
+    OcrSpec,
+    OffloadSpec,
+    ResourceSpec,
+    Strict,
+)
 
 
 Structured = Literal["json-schema", "prefix", "none"]
@@ -116,12 +43,39 @@ class VariantBase(Strict):
     """What every variant has: a name, a batch size, and its pool's resources and fault limits."""
 
     name: str = Field(..., min_length=1, description="Unique label of the variant in results.")
-    batch_size: int = Field(4, ge=1, le=4096, description="Documents per model call.")
+    batch_size: int | Literal["auto"] = Field(
+        4, description="Documents handed to one actor at a time (the Ray batch; a whole number from 1 to 4096). "
+        "Model calls take `batching.micro_batch` of them at a time. auto: the batch sizes of the profile tuned for "
+        "this model, precision, backend and hardware (`invoicelab tune`), probed at the start of the run when none "
+        "is saved yet.",
+    )
+    batching: BatchingSpec = Field(default_factory=BatchingSpec,
+                                   description="How a batch is cut into model calls (micro-batches).")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Per-actor resources and pool size.")
     faults: FaultSpec = Field(default_factory=FaultSpec, description="Restarts, retries and timeouts of the pool.")
 
-    not_identity: ClassVar[frozenset[str]] = frozenset({"name", "resources", "faults"})
-    """Settings that do not change a row's answer (left out of its content key)."""
+    not_identity: ClassVar[frozenset[str]] = frozenset({"name", "resources", "faults", "batch_size", "batching"})
+    """Settings left out of a row's content key: they do not change the answer, or (batching) change it only
+    through the batch a document shared, which the row records (``micro_batch``) and which out-of-memory
+    halving may change within a run."""
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_range(cls, value: Any) -> Any:
+        """'auto', or a whole number from 1 to 4096 (one message, not one per member of the union)."""
+        if value == "auto":
+            return value
+        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 4096:
+            raise ValueError(f"must be 'auto' or a whole number from 1 to 4096, got {value!r}")
+        return number
+
+    @property
+    def micro_batch(self) -> int:
+        """Most documents in one model call (``batching.micro_batch``, else the batch size; 1 while auto)."""
+        if self.batching.micro_batch is not None:
+            return self.batching.micro_batch
+        return self.batch_size if isinstance(self.batch_size, int) else 1
 
     @property
     def text_engine(self) -> str:
@@ -170,8 +124,16 @@ class FakeOptions(Strict):
         "each field's value is altered with that rate (drawn per document, prompt and field), to plant an effect "
         "on one axis of a prompt set.",
     )
-    delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per batch.")
-    crash_on: list[str] = Field(default_factory=list, description="Doc ids whose batch raises an exception.")
+    delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per model call.")
+    delay_per_doc_s: float = Field(0.0, ge=0, description="Further seconds per document of a model call (with "
+                                   "delay_s: throughput that grows with the micro-batch and levels off).")
+    memory_per_doc_mb: float = Field(0.0, ge=0, description="Memory really allocated (and touched) per document "
+                                     "during a model call, in MB, so that peak memory grows with the micro-batch.")
+    oom_above: int | None = Field(None, ge=1, description="A model call of more documents than this fails as "
+                                  "out-of-memory (MemoryError), as a model past its device's memory would.")
+    oom_on: list[str] = Field(default_factory=list, description="Doc ids whose model call fails as out-of-memory "
+                              "whatever its size (even alone).")
+    crash_on: list[str] = Field(default_factory=list, description="Doc ids whose model call raises an exception.")
     kill_on: list[str] = Field(default_factory=list, description="Doc ids whose batch SIGKILLs its worker process.")
     hang_on: list[str] = Field(default_factory=list, description="Doc ids whose batch sleeps `hang_s` seconds.")
     hang_s: float = Field(3600.0, ge=0, description="How long a hanging batch sleeps.")
@@ -217,7 +179,15 @@ class LocalModel(VariantBase):
         None, description="Hugging Face models: the commit to load. Default: the commit the driver's local Hugging "
         "Face cache holds for the id, resolved once and sent to every actor so all nodes load the same weights.",
     )
-    precision: Literal[PRECISIONS] = Field("fp32", description="Weights precision/quantization: " + ", ".join(PRECISIONS))
+    precision: Literal[(*PRECISIONS, "auto")] = Field(
+        "fp32", description="Weights precision/quantization: " + ", ".join(PRECISIONS) + ". auto: the most accurate "
+        "precision whose estimated memory fits the device (measured accuracy from the history where it exists, "
+        "else the order fp32, bf16, int8-weight-only, int8-dynamic, bnb-int8, int4-weight-only, bnb-nf4).",
+    )
+    offload: OffloadSpec | None = Field(
+        None, description="Place weights past `device_gb` in CPU memory and then on disk (accelerate's device_map "
+        "with max_memory), for models larger than the device; slower, and the speed cost shows in the results.",
+    )
     keep_float: list[str] = Field(
         default_factory=list, description="int8-dynamic and *-weight-only: Linear layers whose name ends with one of "
         "these stay in float (e.g. [down_proj, lm_head]).",
@@ -228,6 +198,8 @@ class LocalModel(VariantBase):
         "auto", description="chat: the model's chat template; completion: plain text for base models without one; "
         "auto: chat when the tokenizer has a template.",
     )
+
+    not_identity: ClassVar[frozenset[str]] = VariantBase.not_identity | {"offload"}
 
     @model_validator(mode="after")
     def _keep_float_applies(self) -> LocalModel:
@@ -293,7 +265,9 @@ class VllmVariant(ServedInput, VariantBase):
         None, description="vLLM quantization method (None: the checkpoint's own, or none).")
     max_model_len: int | None = Field(None, ge=64, description="Context length (None: the model's).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may take.")
-    max_num_seqs: int = Field(64, ge=1, description="Sequences vLLM schedules at once.")
+    max_num_seqs: int | Literal["auto"] = Field(
+        64, description="Sequences vLLM schedules at once (a whole number >= 1). auto: tuned with the Ray Data batch "
+        "(`invoicelab tune`).")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one engine spans (kept together).")
     structured: Structured = Field("json-schema", description=STRUCTURED_HELP)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Further vLLM engine arguments.")
@@ -302,7 +276,14 @@ class VllmVariant(ServedInput, VariantBase):
         "pip, py_modules...), over the run's own environment variables.",
     )
 
-    not_identity: ClassVar[frozenset[str]] = VariantBase.not_identity | {"runtime_env"}
+    not_identity: ClassVar[frozenset[str]] = VariantBase.not_identity | {"runtime_env", "max_num_seqs"}
+
+    @field_validator("max_num_seqs", mode="before")
+    @classmethod
+    def _seqs(cls, value: Any) -> Any:
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"must be 'auto' or a whole number >= 1, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _engine_resources(self) -> VllmVariant:

@@ -20,8 +20,9 @@ import pyarrow as pa
 
 from invoicelab import prompt_versions
 from invoicelab.actors.meter import BatchMeter
+from invoicelab.microbatch import MicroBatcher, is_out_of_memory
 from invoicelab.backends import create_backend
-from invoicelab.backends.base import DocInput, Extraction, ReadsGroundTruth
+from invoicelab.backends.base import CountsTokens, DocInput, Extraction, ReadsGroundTruth
 from invoicelab.config import Experiment, FieldSpec, VariantSpec
 from invoicelab.evidence import in_text
 from invoicelab.prompts import Prompt
@@ -53,7 +54,7 @@ def row_base(doc: dict[str, Any], variant: VariantSpec, prompt: Prompt | None, f
         "model": variant.model_source or "", "precision": variant.precision_label,
         "prompt": prompt.id if prompt else NO_PROMPT, "prompt_version": prompt.version if prompt else 0,
         "prompt_hash": prompt_hash,
-        "batch_size": variant.batch_size, "ocr_s": doc.get("ocr_s"), "ocr_cached": doc.get("ocr_cached"),
+        "batch_size": variant.batch_size if isinstance(variant.batch_size, int) else None, "ocr_s": doc.get("ocr_s"), "ocr_cached": doc.get("ocr_cached"),
         "backend_info": info or None,
     }
     for name, spec in fields.items():
@@ -101,6 +102,8 @@ class Extractor:
         except Exception as err:  # noqa: BLE001 - a model that cannot load is this variant's error rows
             self.load_error = f"variant failed to load: {type(err).__name__}: {err}"
         self.load_s = time.perf_counter() - start
+        batching = self.variant.batching
+        self.batcher = MicroBatcher(self.variant.micro_batch, batching.token_budget, batching.group_by_length)
 
     def __call__(self, pages: pa.Table, todo: list[Todo]) -> pa.Table:
         """Result rows for each (document, prompt) in ``todo``, from the documents' page rows."""
@@ -128,18 +131,22 @@ class Extractor:
                   for _, d in todo]
         if isinstance(self.backend, ReadsGroundTruth):
             self.backend.see_truth({d["doc_id"]: {f: b[f"gt_{f}"] for f in self.fields} for b, d in todo})
+        calls = ModelCalls(self.backend, inputs, prompt)
         try:
-            with BatchMeter() as meter:
-                outs = self.backend.extract(inputs, prompt)
-            if len(outs) != len(inputs):
-                raise RuntimeError(f"backend returned {len(outs)} results for {len(inputs)} documents")
-        except Exception as err:  # noqa: BLE001 - any backend failure becomes error rows for this batch
+            answered = self.batcher.run(prompt_lengths(self.backend, inputs, prompt), calls)
+        except Exception as err:  # noqa: BLE001 - a failure outside the model calls fails what is left
             reason = f"backend error: {type(err).__name__}: {err}"
             return bad + [error_row(b, reason, "model") for b, _ in todo]
-        measured = meter.result(len(inputs), sum(o.tokens_out for o in outs))
-        per_doc = meter.seconds / len(inputs)
-        return bad + [self._scored({**b, **measured}, out, per_doc, d.get("text"))
-                      for (b, d), out in zip(todo, outs)]
+        rows = []
+        for i, ((b, d), ans) in enumerate(zip(todo, answered, strict=True)):
+            base = {**b, **calls.measured.get(i, {}), "micro_batch": ans.micro_batch, "oom_splits": ans.oom_splits}
+            if ans.error is not None:
+                rows.append(error_row({**base, "batch_docs": ans.call_size}, ans.error, "model"))
+            elif isinstance(ans.value, str):  # the call failed with another error: its documents' rows say why
+                rows.append(error_row(base, ans.value, "model"))
+            else:
+                rows.append(self._scored(base, ans.value, calls.per_doc.get(i, 0.0), d.get("text")))
+        return bad + rows
 
     def _scored(self, base: dict[str, Any], out: Extraction, latency: float, text: str | None) -> dict[str, Any]:
         return scored_row(base, out, latency, self.fields, seen_text(self.variant, text))
@@ -167,3 +174,37 @@ def scored_row(base: dict[str, Any], out: Extraction, latency: float, fields: di
         row.update({f"pred_{name}": pred, f"score_{name}": score, f"match_{name}": is_match(score, spec),
                     f"in_text_{name}": in_text(text, truth, gt, spec)})
     return row
+
+
+class ModelCalls:
+    """The model calls of one batch and prompt, for ``MicroBatcher``: each call is metered, and a failure
+    that is not out-of-memory becomes that call's documents' error (a string in place of the answer)."""
+
+    def __init__(self, backend: Any, inputs: list[DocInput], prompt: Prompt | None):
+        self.backend, self.inputs, self.prompt = backend, inputs, prompt
+        self.measured: dict[int, dict[str, Any]] = {}
+        self.per_doc: dict[int, float] = {}
+
+    def __call__(self, group: list[int]) -> list[Extraction | str]:
+        docs = [self.inputs[i] for i in group]
+        try:
+            with BatchMeter() as meter:
+                outs = self.backend.extract(docs, self.prompt)
+            if len(outs) != len(docs):
+                raise RuntimeError(f"backend returned {len(outs)} results for {len(docs)} documents")
+        except Exception as err:  # noqa: BLE001 - any backend failure becomes error rows for this call
+            if is_out_of_memory(err):
+                raise  # the micro-batcher halves the call
+            return [f"backend error: {type(err).__name__}: {err}"] * len(docs)
+        measured = meter.result(len(docs), sum(o.tokens_out for o in outs))
+        for i in group:
+            self.measured[i], self.per_doc[i] = measured, meter.seconds / len(docs)
+        return outs
+
+
+def prompt_lengths(backend: Any, inputs: list[DocInput], prompt: Prompt | None) -> list[int]:
+    """Prompt tokens per document: counted by the backend's tokenizer where it has one, else estimated
+    from the text (4 characters a token) and the number of page images."""
+    if prompt is not None and isinstance(backend, CountsTokens):
+        return backend.prompt_tokens(inputs, prompt)
+    return [len(d.text) // 4 + 256 * len(d.images) + 1 for d in inputs]

@@ -24,6 +24,17 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def cap_memory(gb: float | None) -> int | None:
+    """Limit this process's private memory to ``gb`` (its data segment, ``RLIMIT_DATA``: heap and private
+    anonymous mappings, reserved or touched) so that an allocation past it fails as an exception inside
+    the model call instead of the kernel killing the process. Returns the limit in bytes (None: no limit)."""
+    if not gb:
+        return None
+    limit = int(gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+    return limit
+
+
 def _cuda() -> Any:
     """torch, if a backend has imported it and it sees a GPU; else None."""
     torch = sys.modules.get("torch")

@@ -19,6 +19,7 @@ import ray
 from ray.util import metrics
 
 from invoicelab.actors.extractor import Extractor, Todo
+from invoicelab.actors.meter import cap_memory
 from invoicelab.actors.pages import PageReader
 from invoicelab.actors.writer import ResultWriter
 
@@ -36,6 +37,14 @@ def placement() -> dict[str, Any]:
             "worker": ctx.get_actor_name() or f"pid-{os.getpid()}"}
 
 
+def memory_limit(experiment_json: str, variant_name: str) -> float | None:
+    """The variant's ``resources.memory_gb`` (None: no cap)."""
+    from invoicelab.config import Experiment
+
+    exp = Experiment.model_validate_json(experiment_json)
+    return next(v for v in exp.variants if v.name == variant_name).resources.memory_gb
+
+
 def _table(refs: list[ray.ObjectRef], doc_ids: set[str]) -> pa.Table:
     tables = [t.filter(pc.is_in(t.column("doc_id"), pa.array(sorted(doc_ids)))) for t in ray.get(refs)]
     return pa.concat_tables(tables, promote_options="default")
@@ -48,6 +57,8 @@ class VariantActor:
                  experiment: str):
         self.where = placement()
         device = "cuda" if self.where["gpu_ids"] else "cpu"
+        if device == "cpu":  # a GPU's memory is the device's own; the process cap is for CPU variants
+            cap_memory(memory_limit(experiment_json, variant_name))
         self.extractor = Extractor(experiment_json, variant_name, prompts, num_threads=assigned_threads(),
                                    device=device, where=self.where)
         tags = {"experiment": experiment, "variant": variant_name}

@@ -92,3 +92,11 @@ class ReadsGroundTruth(Protocol):
 
     def see_truth(self, truth: dict[str, dict[str, str | None]]) -> None:
         """Ground truth per doc id and field, for the documents of the next ``extract`` call."""
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A backend that can count its prompts' tokens before generating (to group documents by length)."""
+
+    def prompt_tokens(self, docs: list[DocInput], prompt: Prompt) -> list[int]:
+        """Prompt tokens of each document's input for ``prompt``, as the model will see them."""

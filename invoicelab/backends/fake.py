@@ -11,8 +11,13 @@ from its document inputs. Options (``variant.options``, typed in ``variants.Fake
 - ``wrong_rate_by_axis``: ``{axis: {level: rate}}``: for a prompt generated at that level of that
   axis (``Prompt.axes``), each field's value is altered with that rate, drawn per (document,
   prompt, field, axis), so a test can plant an effect that depends on one axis only.
-- ``delay_s``: seconds to sleep per batch (to make throughput measurable).
-- ``crash_on``: doc ids whose batch raises an exception (the whole batch fails).
+- ``delay_s``: seconds to sleep per model call, and ``delay_per_doc_s`` more per document in it
+  (to make throughput measurable, growing with the micro-batch and levelling off).
+- ``memory_per_doc_mb``: memory allocated and touched per document during a call (real peak memory
+  that grows with the micro-batch; past the actor's memory cap it fails as out-of-memory).
+- ``oom_above``: a call of more documents than this raises ``MemoryError``; ``oom_on``: doc ids whose
+  call raises it whatever its size (for testing the micro-batch halving).
+- ``crash_on``: doc ids whose model call raises an exception (the whole call fails).
 - ``kill_on``: doc ids whose batch kills the worker process itself (SIGKILL), as a segfault or an
   out-of-memory kill would: for testing that the orchestrator isolates such a document.
 - ``hang_on``: doc ids whose batch sleeps ``hang_s`` seconds (default 3600): for batch timeouts.
@@ -37,6 +42,15 @@ def draw(*parts: object) -> float:
     """A deterministic number in [0, 1) from the parts."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def touched(n: int) -> bytearray | None:
+    """``n`` bytes allocated and written (so they are resident), or None for 0; MemoryError past a memory cap."""
+    if n <= 0:
+        return None
+    block = bytearray(n)
+    block[::4096] = b"\x01" * len(range(0, n, 4096))
+    return block
 
 
 class FakeBackend:
@@ -88,8 +102,12 @@ class FakeBackend:
             time.sleep(self.opts.hang_s)
         if ids & set(self.opts.crash_on):
             raise RuntimeError(f"fake: injected crash on a batch of {len(docs)} documents")
-        if self.opts.delay_s:
-            time.sleep(self.opts.delay_s)
+        if ids & set(self.opts.oom_on) or (self.opts.oom_above is not None and len(docs) > self.opts.oom_above):
+            raise MemoryError(f"fake: injected out-of-memory on a call of {len(docs)} documents")
+        held = touched(int(self.opts.memory_per_doc_mb * 2**20 * len(docs)))  # noqa: F841 - held during the call
+        delay = self.opts.delay_s + self.opts.delay_per_doc_s * len(docs)
+        if delay:
+            time.sleep(delay)
         return [self._answer(d, prompt) for d in docs]
 
     def info(self) -> dict[str, Any]:

@@ -28,9 +28,16 @@ def actor_options(res: ResourceSpec, faults: FaultSpec, name: str, env: dict[str
         options["accelerator_type"] = res.accelerator_type
     if res.custom:
         options["resources"] = dict(res.custom)
+    if res.memory_gb:
+        options["memory"] = memory_bytes(res)
     if env:
         options["runtime_env"] = {"env_vars": dict(env)}
     return options
+
+
+def memory_bytes(res: ResourceSpec) -> int:
+    """``memory_gb`` in bytes (Ray's ``memory`` resource is counted in bytes)."""
+    return int((res.memory_gb or 0) * 2**30)
 
 
 def task_options(res: ResourceSpec, env: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -49,6 +56,8 @@ def task_options(res: ResourceSpec, env: dict[str, Any] | None = None) -> dict[s
 def demand(res: ResourceSpec) -> dict[str, float]:
     """What one actor reserves, in Ray's resource names."""
     need = {"CPU": res.num_cpus, **res.custom}
+    if res.memory_gb:
+        need["memory"] = float(memory_bytes(res))
     if res.num_gpus:
         need["GPU"] = res.num_gpus
     if res.accelerator_type:
