@@ -119,8 +119,10 @@ def folder_digest(path: Path) -> str:
 def variant_identity(variant: VariantSpec, model: dict[str, str]) -> dict[str, Any]:
     """Everything about a variant that changes its answers; its name and pool size are not part of it.
 
-    The batch size is, and the device (CPU or GPU, and the accelerator type): left-padded batched
-    generation and another device's kernels can change a model's answers, and latency depends on both.
+    The device is (CPU or GPU, and the accelerator type): another device's kernels can change a model's
+    answers. The batch settings are not (``VariantBase.not_identity``): left padding can change an answer
+    slightly, but the micro-batch a row was computed in may change within a run (out-of-memory halving,
+    tuning), so each row records it (``micro_batch``, ``batch_docs``) instead.
     """
     libraries = {lib: version(lib) for lib in BACKEND_LIBRARIES.get(variant.backend, ())}
     res = variant.resources

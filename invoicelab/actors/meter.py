@@ -24,6 +24,35 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def reset_peak() -> bool:
+    """Start a new high-water mark of resident memory (Linux: ``/proc/self/clear_refs``) and of torch's GPU
+    allocation. Returns whether the resident one could be reset (else ``window_peak`` is the process's peak)."""
+    torch = _cuda()
+    if torch is not None:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak() -> int:
+    """Peak memory since ``reset_peak``: torch's peak GPU allocation on a GPU, else resident memory (VmHWM)."""
+    torch = _cuda()
+    if torch is not None:
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
 def cap_memory(gb: float | None) -> int | None:
     """Limit this process's private memory to ``gb`` (its data segment, ``RLIMIT_DATA``: heap and private
     anonymous mappings, reserved or touched) so that an allocation past it fails as an exception inside

@@ -21,6 +21,7 @@ from ray.util import metrics
 from invoicelab.actors.extractor import Extractor, Todo
 from invoicelab.actors.meter import cap_memory
 from invoicelab.actors.pages import PageReader
+from invoicelab.actors.tuner import ProbeRunner
 from invoicelab.actors.writer import ResultWriter
 
 
@@ -98,6 +99,17 @@ class VariantActor:
         tokens = df["tokens_out"].fillna(0).sum()
         if seconds > 0:
             self.tokens.set(float(tokens) / seconds)
+
+
+class TunerActor(ProbeRunner):
+    """The batch tuner's probes on the variant's own reservation (its GPU, CPUs and memory cap)."""
+
+    def __init__(self, experiment_json: str, variant_name: str, prompt: dict[str, Any] | None, setting: dict,
+                 cache_dir: str | None):
+        device = "cuda" if placement()["gpu_ids"] else "cpu"
+        if device == "cpu":
+            cap_memory(memory_limit(experiment_json, variant_name))
+        super().__init__(experiment_json, variant_name, prompt, setting, cache_dir, assigned_threads(), device)
 
 
 class PageActor(PageReader):

@@ -1,0 +1,135 @@
+"""Tuning batch sizes on the cluster: `batch_size: auto` at the start of a run, and `invoicelab tune`.
+
+For each variant to tune, one probe actor is started with the variant's own reservation (its GPU, its
+CPUs, its memory cap), so the probes measure the hardware the variant will run on. The actor reports
+its hardware first; with the model, precision, backend versions and workload that makes the profile
+key (``invoicelab.profiles``). A saved profile of the same key is reused unless ``tuning.retune``;
+otherwise the actor reads the first ``tuning.sample_docs`` documents and probes (``invoicelab.tuning``),
+and the decision is saved. Variants are tuned one after another, so probes never share the CPUs.
+Only refs and small dicts reach the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+
+from invoicelab.actors.ray_actors import TunerActor
+from invoicelab.data.sources import cache_root
+from invoicelab.orchestrator.cluster import worker_env
+from invoicelab.orchestrator.plan import Plan, VariantPlan
+from invoicelab.orchestrator.resources import actor_options, memory_bytes
+from invoicelab.profiles import load_profile, nearest_profile, profile_key, profiles_dir, save_profile
+from invoicelab.tuning import ray_batch
+
+log = logging.getLogger(__name__)
+
+TUNABLE = ("ocr-llm", "transformers-vlm", "fake", "vllm")
+"""Backends whose batch the tuner probes: the generation micro-batch, or vLLM's concurrency (``max_num_seqs``);
+rules and served models have no batch of theirs to tune."""
+
+
+@dataclass
+class Tuned:
+    """What tuning gave one variant."""
+
+    variant: str
+    micro_batch: int
+    batch_size: int
+    source: str  # "probed" | "profile" | "failed"
+    profile: str = ""
+    reason: str = ""
+    docs_per_s: float | None = None
+    tuning_s: float = 0.0
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    why_probed: str = ""
+
+
+def auto_variants(plan: Plan) -> list[VariantPlan]:
+    """Variants of the plan with ``batch_size: auto`` that have rows to compute."""
+    return [v for v in plan.variants if v.todo and "auto" in (v.variant.batch_size,
+                                                                 getattr(v.variant, "max_num_seqs", None))]
+
+
+def tune_plan(plan: Plan, variants: list[VariantPlan], retune: bool | None = None) -> list[Tuned]:
+    """Tune ``variants`` of the plan one after another and set their batch sizes (micro-batch and Ray batch).
+
+    Args:
+        plan: The run's plan (the cluster must be connected).
+        variants: The variants to tune (their settings are changed in place).
+        retune: Probe even when a profile is saved (None: the experiment's ``tuning.retune``).
+    """
+    out = []
+    for vplan in variants:
+        tuned = tune_variant(plan, vplan, plan.exp.tuning.retune if retune is None else retune)
+        apply(vplan.variant, tuned)
+        v = vplan.variant
+        log.info("variant %s: micro-batch %d, batch %d (%s)", v.name, tuned.micro_batch, tuned.batch_size,
+                 tuned.reason)
+        out.append(tuned)
+    return out
+
+
+def tune_variant(plan: Plan, vplan: VariantPlan, retune: bool) -> Tuned:
+    """Probe (or look up) one variant's micro-batch on its own reservation."""
+    v = vplan.variant
+    if v.backend not in TUNABLE:
+        size = v.batch_size if isinstance(v.batch_size, int) else 4
+        return Tuned(v.name, v.micro_batch, size, "failed", reason=f"the {v.backend} backend has no batch to tune "
+                     "here; batch size 4" if v.batch_size == "auto" else "not tuned")
+    prompt = next((p for p in vplan.prompts.values() if p is not None), None)
+    options = actor_options(v.resources, v.faults, f"{plan.exp.name}/{v.name}/tuner", worker_env())
+    options["max_restarts"] = 0
+    actor = ray.remote(TunerActor).options(**options).remote(
+        plan.exp.model_dump_json(), v.name, asdict(prompt) if prompt else None, asdict(vplan.setting),
+        str(cache_root()))
+    try:
+        return _tune_with(actor, plan, vplan, retune)
+    except Exception as err:  # noqa: BLE001 - a variant that cannot be tuned runs at a safe size, and says so
+        reason = f"tuning failed: {type(err).__name__}: {str(err)[:300]}"
+        log.warning("variant %s: %s", v.name, reason)
+        return Tuned(v.name, 1, 1, "failed", reason=reason)
+    finally:
+        ray.kill(actor)
+
+
+def _tune_with(actor: Any, plan: Plan, vplan: VariantPlan, retune: bool) -> Tuned:
+    v, spec = vplan.variant, plan.exp.tuning
+    hardware = ray.get(actor.hardware.remote())
+    key = profile_key(v, hardware)
+    folder = profiles_dir(spec)
+    saved = None if retune else load_profile(folder, key)
+    if saved is not None:
+        return Tuned(v.name, saved["micro_batch"], saved["batch_size"], "profile", str(folder),
+                     f"saved profile ({saved.get('reason', '')})", saved.get("docs_per_s"), 0.0, saved["probes"])
+    earlier = nearest_profile(folder, key)
+    why = "retune asked" if retune else (f"changed since the last profile: {', '.join(earlier)}" if earlier
+                                         else "no profile for this model, precision and hardware")
+    rows = [{**plan.docs[i].row(), "doc_sha256": plan.hashes[i]} for i in range(min(spec.sample_docs,
+                                                                                    len(plan.docs)))]
+    start = time.perf_counter()
+    if not ray.get(actor.read.remote(rows)):
+        raise RuntimeError("none of the sample documents could be read")
+    limit = memory_bytes(v.resources) or ray.get(actor.memory_limit.remote(v.resources.actors))
+    decision = ray.get(actor.tune.remote(spec.max_micro_batch, spec.plateau, limit, spec.memory_margin, spec.rounds))
+    batch = decision["micro_batch"] if v.backend == "vllm" else ray_batch(decision["micro_batch"], len(plan.docs))
+    path = save_profile(folder, key, decision, batch)
+    return Tuned(v.name, decision["micro_batch"], batch, "probed", str(path), decision["reason"],
+                 decision["docs_per_s"], time.perf_counter() - start, decision["probes"], why)
+
+
+def apply(variant: Any, tuned: Tuned) -> None:
+    """Set a variant's automatic sizes from its tuning: vLLM's concurrency and Ray Data batch, or the
+    generation micro-batch and the Ray batch handed to an actor."""
+    if variant.backend == "vllm":
+        if variant.max_num_seqs == "auto":
+            variant.max_num_seqs = tuned.micro_batch
+        if variant.batch_size == "auto":
+            variant.batch_size = tuned.micro_batch  # one Ray Data batch keeps the engine's queue full
+        return
+    variant.batching.micro_batch = tuned.micro_batch
+    variant.batch_size = tuned.batch_size
