@@ -135,6 +135,9 @@ def record_run(store: Path, run_dir: Path, summary: dict[str, Any], experiment: 
         if prompts:
             con.executemany("INSERT INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", prompts)
         con.execute("COMMIT")
+    from invoicelab.history_perf import record_performance  # table performance: speed, memory, cost per variant
+
+    record_performance(store, run_id, run_dir, summary, experiment, hardware)
     return run_id
 
 
