@@ -19,7 +19,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 GB = 1e9
@@ -106,12 +105,13 @@ class Recommendation:
 
 
 def wilson(p: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``p`` observed over ``n`` values."""
+    """Wilson score interval of a proportion ``p`` observed over ``n`` values (statsmodels' ``proportion_confint``)."""
     if not n:
         return 0.0, 1.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(p * n, n, alpha=1 - confidence, method="wilson")
+    return max(0.0, float(lo)), min(1.0, float(hi))
 
 
 def values_needed(p: float, threshold: float, confidence: float = 0.95, max_n: int = 100_000) -> int | None:
