@@ -10,8 +10,6 @@ no history. ``init``: 0 written, 2 unknown template, existing file or invalid re
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,23 +37,6 @@ def _accuracy_limits(values: tuple[str, ...]) -> dict[str, float]:
     return limits
 
 
-def local_gpus() -> list[dict[str, Any]]:
-    """This machine's GPUs (name, memory) from nvidia-smi; none when it is missing or fails."""
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        name, _, mib = line.rpartition(",")
-        if name.strip():
-            gpus.append({"name": name.strip(), "memory_bytes": float(mib) * 2**20 if mib.strip().isdigit() else None})
-    return gpus
-
-
 def _cluster_hardware(address: str) -> dict[str, Any]:
     """CPUs, memory and GPUs of a running Ray cluster (``ray.cluster_resources``)."""
     import ray
@@ -77,9 +58,7 @@ def hardware_at_hand(address: str | None, cpus: float | None, memory_gb: float |
     if address:
         hw = _cluster_hardware(address)
     else:
-        hw, found = hardware(), local_gpus()
-        hw["gpus"] = [g["name"] for g in found]
-        hw["gpu_memory_bytes"] = found[0]["memory_bytes"] if found else None
+        hw = hardware()  # with this machine's GPU names and one GPU's memory (nvidia-smi)
     if cpus is not None:
         hw["cpus"] = cpus
     if memory_gb is not None:

@@ -217,7 +217,8 @@ def html_report(run_dir: Path, summary: dict[str, Any], experiment: Any) -> Path
 
 
 def hardware() -> dict[str, Any]:
-    """CPUs, memory and GPUs of this machine, for the history and the report."""
+    """CPUs, memory and GPUs (names, one GPU's memory) of this machine, for the history, the report and
+    ``invoicelab recommend``."""
     import os
     import platform
 
@@ -227,4 +228,27 @@ def hardware() -> dict[str, Any]:
         info["memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         pass
+    found = local_gpus()
+    info["gpus"] = [g["name"] for g in found]
+    info["gpu_memory_bytes"] = found[0]["memory_bytes"] if found else None
     return info
+
+
+def local_gpus() -> list[dict[str, Any]]:
+    """This machine's GPUs (name, memory) from nvidia-smi; none when it is missing or fails."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, mib = line.rpartition(",")
+        if name.strip():
+            gpus.append({"name": name.strip(), "memory_bytes": float(mib) * 2**20 if mib.strip().isdigit() else None})
+    return gpus
