@@ -62,7 +62,7 @@ def quiet_bnb_cast_log() -> Iterator[None]:
 
 
 def load_model(path: str, precision: str, device: str, revision: str | None = None, model_class: Any = None,
-               keep_float: list[str] | tuple[str, ...] = ()) -> Any:
+               keep_float: list[str] | tuple[str, ...] = (), offload: dict[str, Any] | None = None) -> Any:
     """Load the model at a precision on a device, in eval mode, and check it has that precision.
 
     Args:
@@ -74,10 +74,14 @@ def load_model(path: str, precision: str, device: str, revision: str | None = No
             VLM backend passes ``AutoModelForImageTextToText``).
         keep_float: int8-dynamic and *-weight-only: Linear layers whose qualified name ends with one
             of these stay in float.
+        offload: ``{"device_gb", "cpu_gb", "folder"}`` (a variant's ``offload`` setting): weights past
+            ``device_gb`` go to CPU memory (GPU devices, up to ``cpu_gb``) and then to disk, through
+            accelerate's ``device_map="auto"`` with ``max_memory`` (see ``offload_kwargs``).
 
     Raises:
         PrecisionError: the precision cannot run here, ``keep_float`` is given to a precision that does
-            not take it or names no layer, or the loaded model is not what was asked for.
+            not take it or names no layer, offloading is asked for a precision it cannot take, or the
+            loaded model is not what was asked for.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -85,6 +89,8 @@ def load_model(path: str, precision: str, device: str, revision: str | None = No
     if keep_float and precision not in KEEP_FLOAT_PRECISIONS:
         raise PrecisionError(f"keep_float applies to {', '.join(KEEP_FLOAT_PRECISIONS)}, not to {precision}")
     kwargs: dict[str, Any] = {"device_map": {"": device}, **pinned(revision)}
+    if offload:
+        kwargs.update(offload_kwargs(precision, device, offload))
     if precision in FLOAT_DTYPES:
         dtype = getattr(torch, FLOAT_DTYPES[precision])
         probe_dtype(dtype, device)
@@ -105,6 +111,56 @@ def load_model(path: str, precision: str, device: str, revision: str | None = No
         model = quantize_loaded(model, precision, keep_float)
     check_loaded(model, precision, keep_float)
     return model
+
+
+def offload_kwargs(precision: str, device: str, offload: dict[str, Any]) -> dict[str, Any]:
+    """``from_pretrained`` arguments that cap the weights on ``device`` and send the rest to CPU, then disk.
+
+    accelerate places whole decoder layers in order (``device_map="auto"``) within ``max_memory``
+    (bytes per device: the GPU index and ``"cpu"``), and writes or maps what is left to
+    ``offload_folder``; each offloaded layer is brought to the device for its forward pass, so the
+    answers are the same and the speed is lower. Float precisions only: the quantized ones either
+    quantize after loading (which needs every weight in memory) or, for bitsandbytes, keep their
+    own placement rules.
+
+    Raises:
+        PrecisionError: a precision that cannot be offloaded.
+    """
+    import tempfile
+
+    import psutil
+
+    if precision not in FLOAT_DTYPES:
+        raise PrecisionError(f"offload applies to {', '.join(FLOAT_DTYPES)}, not to {precision}: choose a float "
+                             "precision with offload, or a smaller precision without it")
+    device_bytes = int(offload["device_gb"] * 1e9)
+    if device == "cpu":
+        max_memory: dict[Any, int] = {"cpu": device_bytes}
+    else:
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        cpu = offload.get("cpu_gb")
+        max_memory = {index: device_bytes, "cpu": int(cpu * 1e9) if cpu else int(psutil.virtual_memory().total)}
+    folder = offload.get("folder") or tempfile.mkdtemp(prefix="invoicelab-offload-")
+    return {"device_map": "auto", "max_memory": max_memory, "offload_folder": folder}
+
+
+def placement(model: Any) -> dict[str, Any] | None:
+    """Where an offloaded model's modules are (module count and parameter bytes per place), None if not
+    offloaded. Bytes of modules on disk are those their checkpoint holds (their in-memory tensors are empty)."""
+    device_map = getattr(model, "hf_device_map", None)
+    places = {str(v) for v in (device_map or {}).values()}
+    if not places or (len(places) == 1 and "disk" not in places):
+        return None  # one device, no offloading
+    counts: Counter = Counter()
+    sizes: Counter = Counter()
+    modules, seen = dict(model.named_modules()), set()
+    for name, where in device_map.items():
+        counts[str(where)] += 1
+        for p in modules[name].parameters() if name in modules else ():
+            if id(p) not in seen:  # a tied weight (embedding and lm_head) is held once
+                seen.add(id(p))
+                sizes[str(where)] += p.numel() * p.element_size()
+    return {"modules": dict(counts), "bytes": dict(sizes)}
 
 
 def probe_dtype(dtype: Any, device: str) -> None:

@@ -36,7 +36,8 @@ class VlmBackend:
         self.variant, self.fields, self.seed = variant, fields, seed
         self.llm = VisionLLM(variant.model, precision=variant.precision, num_threads=num_threads, device=device,
                              revision=variant.revision, max_pixels=variant.image.max_pixels,
-                             keep_float=variant.keep_float)
+                             keep_float=variant.keep_float,
+                             offload=variant.offload.model_dump() if variant.offload else None)
         self.schema = answer_schema(fields) if variant.structured == "json-schema" else None
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:

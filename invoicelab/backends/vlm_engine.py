@@ -34,7 +34,7 @@ class VisionLLM:
 
     def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto",
                  revision: str | None = None, max_pixels: int | None = None,
-                 keep_float: list[str] | tuple[str, ...] = ()):
+                 keep_float: list[str] | tuple[str, ...] = (), offload: dict[str, Any] | None = None):
         """Load the processor and the model.
 
         Args:
@@ -46,6 +46,8 @@ class VisionLLM:
             max_pixels: Most pixels per image, set through the processor's own knob (None: its default).
             keep_float: int8-dynamic and *-weight-only: Linear layers whose name ends with one of these
                 stay in float (the vision tower's too).
+            offload: A variant's ``offload`` setting as a dict: weights past ``device_gb`` go to CPU
+                memory, then disk (see ``precision.offload_kwargs``).
 
         Raises:
             ValueError: unknown precision; a processor without images or chat template; ``max_pixels``
@@ -65,7 +67,7 @@ class VisionLLM:
         self.tokenizer = self.processor.tokenizer
         self.image_kwargs, self.image_setting = resolution(self.processor.image_processor, max_pixels)
         self.model = load_model(self.path, precision, self.device, revision, model_class=AutoModelForImageTextToText,
-                                keep_float=keep_float)  # checks that the model has the precision, or raises
+                                keep_float=keep_float, offload=offload)  # checks that the model has the precision, or raises
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.vocab_size = output_vocab_size(self.model)
         self.load_seconds = time.perf_counter() - start
@@ -100,7 +102,7 @@ class VisionLLM:
             return []
         prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
         batch = self.processor(text=prompts, images=images, padding=True, return_tensors="pt", **self.image_kwargs)
-        batch = batch.to(self.model.device, dtype=self.model.dtype)  # dtype: floating tensors (pixels) only
+        batch = batch.to(self.device, dtype=self.model.dtype)  # dtype: floating tensors (pixels) only
         new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, schema, stop)
         tokens_in = batch["attention_mask"].sum(dim=1).tolist()
         return [self._decode(row, n_in, stop) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
