@@ -142,6 +142,45 @@ def schema(out: Path | None) -> None:
         click.echo(text)
 
 
+@main.command("tune")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config field.")
+@click.option("--address", default=None, help="Ray cluster to tune on (default: start a local one).")
+@click.option("--variant", "only", multiple=True, help="Tune only this variant (repeatable; default: all).")
+@click.option("--retune", is_flag=True, help="Probe again even where a profile for the same key is saved.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def tune_cmd(config: Path, overrides: tuple[str, ...], address: str | None, only: tuple[str, ...], retune: bool,
+             as_json: bool) -> None:
+    """Find each variant's batch size on this hardware: probe growing micro-batches on the experiment's own
+    documents (docs/s and peak memory), stop at the plateau or the memory limit, save the profile that
+    `batch_size: auto` then uses."""
+    from dataclasses import asdict
+
+    from invoicelab.data.documents import DatasetError
+
+    try:
+        exp = _load(config, None, list(overrides) + ([f"ray.address={address}"] if address else []), None)
+        from invoicelab.orchestrator.pipeline import tune_experiment
+
+        tuned = tune_experiment(exp, list(only), retune)
+    except (ConfigError, DatasetError) as err:
+        _fail(str(err))
+    if as_json:
+        click.echo(json.dumps([asdict(t) for t in tuned], indent=2, default=str))
+        return
+    for t in tuned:
+        rate = f"{t.docs_per_s:.3f} docs/s" if t.docs_per_s else "docs/s unknown"
+        click.echo(f"{t.variant}: micro-batch {t.micro_batch}, batch {t.batch_size}, {rate} ({t.source}: {t.reason})")
+        if t.why_probed:
+            click.echo(f"  probed because: {t.why_probed}; took {t.tuning_s:.1f} s")
+        for p in t.probes:
+            peak = f"{p['peak_bytes'] / 2**30:.2f} GiB" if p.get("peak_bytes") else "-"
+            state = "out of memory" if p["out_of_memory"] else f"{p['docs_per_s']:.3f} docs/s"
+            click.echo(f"  {p['size']:>5}  {state:<16} peak {peak:<10} {p['note']}")
+        if t.profile:
+            click.echo(f"  profile: {t.profile}")
+
+
 @main.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
 def models_cmd(as_json: bool) -> None:
@@ -205,9 +244,9 @@ class _RichProgress:
 
 
 def _register() -> None:
-    from invoicelab import cli_analysis, cli_prompts
+    from invoicelab import cli_analysis, cli_prompts, cli_recommend
 
-    for command in [*cli_analysis.COMMANDS, *cli_prompts.COMMANDS]:
+    for command in [*cli_analysis.COMMANDS, *cli_prompts.COMMANDS, *cli_recommend.COMMANDS]:
         main.add_command(command)
 
 

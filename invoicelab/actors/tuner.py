@@ -3,8 +3,8 @@
 ``ProbeRunner`` runs where the variant's actors will (its GPU, its CPUs, its memory cap), reads the
 sample documents' pages itself (``PageReader``, so OCR is cached for the run), and measures one size
 at a time for ``invoicelab.tuning.search``:
-- a generating backend that times steps (``backends.base.TimesSteps``): one full answer per sample
-  document at size 1 gives the answer length; then each size generates a few tokens for that many
+- a generating backend that times steps (``backends.base.TimesSteps``): full answers to a few sample
+  documents (one call) give the answer length; then each size generates a few tokens for that many
   documents, timed step by step, and the time of full answers is projected from its prefill and step
   times (``step_timer``): a probe costs seconds instead of whole answers;
 - any other backend: whole model calls over at least the sample documents. For vllm that is its
@@ -27,12 +27,14 @@ from invoicelab.actors.pages import PageReader
 from invoicelab.backends import create_backend
 from invoicelab.backends.base import DocInput, ReadsGroundTruth, TimesSteps
 from invoicelab.config import Experiment
-from invoicelab.microbatch import is_out_of_memory
+from invoicelab.microbatch import MicroBatcher, is_out_of_memory
 from invoicelab.prompts import Prompt
 from invoicelab.tuning import Probe, search
 
 PROBE_STEPS = 6
 """Tokens generated per step-timed probe: the first gives the prefill, the rest the step time."""
+LEARN_DOCS = 4
+"""Sample documents answered in full to learn how long answers are."""
 
 
 class ProbeRunner:
@@ -131,9 +133,15 @@ class ProbeRunner:
         return [self.docs[i % len(self.docs)] for i in range(size)]
 
     def _learn_answer_length(self) -> None:
-        """Answer every sample document in full, one at a time: the longest answer sets the projected length."""
-        outs = [self.backend.extract([doc], self.prompt)[0] for doc in self.docs]
-        self.answer_tokens = max(1, max(o.tokens_out for o in outs))
+        """Answer up to ``LEARN_DOCS`` sample documents in full, in one call (halved on out-of-memory): the
+        longest answer sets the projected answer length."""
+        docs = self.docs[:LEARN_DOCS]
+        answered = MicroBatcher(len(docs), by_length=False).run(
+            [0] * len(docs), lambda group: self.backend.extract([docs[i] for i in group], self.prompt))
+        tokens = [a.value.tokens_out for a in answered if a.value is not None]
+        if not tokens:
+            raise MemoryError("out of memory answering one sample document alone")
+        self.answer_tokens = max(1, max(tokens))
 
     def _stepped(self, size: int) -> tuple[float, str]:
         times = self.backend.time_steps(self._batch(size), self.prompt, PROBE_STEPS)

@@ -23,6 +23,7 @@ from invoicelab.backends.precision import (  # noqa: F401 - PrecisionError is pa
     memory_footprint,
     param_dtype_counts,
     pinned,
+    placement,
     quiet_bnb_cast_log,
 )
 from invoicelab.backends.precision_quant import describe
@@ -49,7 +50,7 @@ class TextLLM:
 
     def __init__(self, source: str, precision: str = "fp32", num_threads: int | None = None, device: str = "auto",
                  revision: str | None = None, prompt_format: str = "auto",
-                 keep_float: list[str] | tuple[str, ...] = ()):
+                 keep_float: list[str] | tuple[str, ...] = (), offload: dict[str, Any] | None = None):
         """Load the tokenizer and the model at the asked precision.
 
         Args:
@@ -64,6 +65,8 @@ class TextLLM:
                 for base models) or ``"auto"`` (chat when the tokenizer has a template).
             keep_float: int8-dynamic and *-weight-only: Linear layers whose name ends with one of these
                 stay in float.
+            offload: A variant's ``offload`` setting as a dict (``device_gb``, ``cpu_gb``, ``folder``):
+                weights past ``device_gb`` go to CPU memory, then disk (see ``precision.offload_kwargs``).
 
         Raises:
             ValueError: unknown precision, or chat asked for a tokenizer without a chat template.
@@ -76,7 +79,7 @@ class TextLLM:
         self.source, self.precision = source, precision
         self.tokenizer = load_tokenizer(self.path, revision)
         self.prompt_format = resolve_prompt_format(prompt_format, self.tokenizer)
-        self.model = load_model(self.path, precision, self.device, revision, keep_float=keep_float)
+        self.model = load_model(self.path, precision, self.device, revision, keep_float=keep_float, offload=offload)
         check_loaded(self.model, precision)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.vocab_size = output_vocab_size(self.model)
@@ -84,7 +87,7 @@ class TextLLM:
 
     def generate(self, conversations: list[list[dict]], answer_prefixes: list[str], max_new_tokens: int,
                  temperature: float = 0.0, top_p: float = 1.0, schema: dict[str, Any] | None = None,
-                 stop: str | None = None) -> list[Generation]:
+                 stop: str | None = None, timer: Any = None) -> list[Generation]:
         """Generate one answer per conversation, all in one left-padded batch.
 
         Each row ends at its end-of-sequence token, at ``stop`` or after ``max_new_tokens``; a row that
@@ -102,6 +105,7 @@ class TextLLM:
                 the object.
             stop: A string that ends an answer (through ``generate``'s ``stop_strings``); the answer is
                 cut just after its first occurrence, wherever it is (inside a quoted value too).
+            timer: A ``step_timer.StepTimer`` told the time of every decoding step (for the batch tuner).
 
         Returns:
             One ``Generation`` per conversation, in order.
@@ -115,8 +119,10 @@ class TextLLM:
             return []
         prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
         batch = self.encode(prompts)
-        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stop,
-                                        self._grammar(schema, answer_prefixes) if schema is not None else None)
+        grammar = self._grammar(schema, answer_prefixes) if schema is not None else None
+        if timer is not None:
+            timer.start()
+        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stop, grammar, timer)
         tokens_in = batch["attention_mask"].sum(dim=1).tolist()
         return [self._decode(row, n_in, stop) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
 
@@ -139,7 +145,7 @@ class TextLLM:
         """
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True,
                                add_special_tokens=self.prompt_format == "completion")
-        return batch.to(self.model.device)
+        return batch.to(self.device)  # not model.device: with offloading, the first weights may be on disk
 
     def _grammar(self, schema: dict[str, Any], answer_prefixes: list[str]) -> Any:
         """A logits processor keeping each row inside ``schema``, from where its answer prefix left it."""
@@ -148,9 +154,9 @@ class TextLLM:
         return json_logits_processor(self.tokenizer, schema, self.vocab_size, sorted(self.eos_ids), answer_prefixes)
 
     def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
-                      stop: str | None = None, grammar: Any = None) -> Any:
+                      stop: str | None = None, grammar: Any = None, timer: Any = None) -> Any:
         return generate_new_ids(self.model, self.tokenizer, self.eos_ids, batch, max_new_tokens, temperature, top_p,
-                                stop, grammar)
+                                stop, grammar, timer)
 
     def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None = None) -> Generation:
         return decode_answer(self.tokenizer, self.eos_ids, new_ids, tokens_in, stop)
@@ -176,6 +182,7 @@ def loaded_model_info(model: Any, source: str, path: str, precision: str, load_s
     import transformers
 
     linear = linear_layer_counts(model)
+    placed = placement(model)
     return {
         "source": source,
         "resolved_path": path,
@@ -191,6 +198,7 @@ def loaded_model_info(model: Any, source: str, path: str, precision: str, load_s
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         **describe(model, precision),  # float layers kept, batch dependence, note, versions
+        **({"placement": placed} if placed else {}),  # offloaded: modules and bytes per device, cpu, disk
     }
 
 
@@ -311,19 +319,22 @@ def output_vocab_size(model: Any) -> int:
 
 
 def generate_new_ids(model: Any, tokenizer: Any, eos_ids: set[int], batch: Any, max_new_tokens: int,
-                     temperature: float, top_p: float, stop: str | None = None, grammar: Any = None) -> Any:
+                     temperature: float, top_p: float, stop: str | None = None, grammar: Any = None,
+                     timer: Any = None) -> Any:
     """Run ``model.generate`` on a tokenized batch and return only the new token ids (batch x new).
 
     Greedy at temperature 0; ``stop`` ends an answer at that string, ``grammar`` (a logits processor,
-    see ``structured``) constrains every step. Shared by the text and the vision-language engines.
+    see ``structured``) constrains every step, ``timer`` notes when each step's logits are ready. Shared by
+    the text and the vision-language engines.
     """
     import torch
 
     extra: dict[str, Any] = {}
-    if grammar is not None:
+    processors = [p for p in (grammar, timer) if p is not None]  # the timer last: it sees each step's end
+    if processors:
         from transformers import LogitsProcessorList
 
-        extra["logits_processor"] = LogitsProcessorList([grammar])
+        extra["logits_processor"] = LogitsProcessorList(processors)
     if stop:
         extra.update(stop_strings=[stop], tokenizer=tokenizer)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}

@@ -35,10 +35,25 @@ class OcrLlmBackend:
         pick_device(device)  # a GPU variant where torch has no CUDA fails here, before any model work
         self.llm = TextLLM(resolve_model(variant.model), precision=variant.precision, num_threads=num_threads,
                            device=device, revision=variant.revision, prompt_format=variant.prompt_format,
-                           keep_float=variant.keep_float)
+                           keep_float=variant.keep_float,
+                           offload=variant.offload.model_dump() if variant.offload else None)
         self.schema = answer_schema(fields) if variant.structured == "json-schema" else None
 
     def extract(self, docs: list[DocInput], prompt: Prompt | None) -> list[Extraction]:
+        prefixes, outputs = self._generate(docs, prompt)
+        return [self._extraction(d, prefix, out) for d, prefix, out in zip(docs, prefixes, outputs)]
+
+    def time_steps(self, docs: list[DocInput], prompt: Prompt, steps: int) -> Any:
+        """Generate only ``steps`` tokens for ``docs``, timed step by step (``step_timer.StepTimes``)."""
+        from invoicelab.backends.step_timer import StepTimer
+
+        timer = StepTimer()
+        self._generate(docs, prompt, max_new_tokens=steps, timer=timer)
+        return timer.result()
+
+    def _generate(self, docs: list[DocInput], prompt: Prompt | None, max_new_tokens: int | None = None,
+                  timer: Any = None) -> tuple[list[str], list[Any]]:
+        """The answer prefixes and the generations for ``docs``, as the variant's settings ask."""
         if prompt is None:
             raise ValueError("ocr-llm needs a prompt")
         limit = self.variant.ocr.max_chars
@@ -52,10 +67,17 @@ class OcrLlmBackend:
         prefixes = [prefix if prefixing else "" for _, prefix in rendered]
         outputs = self.llm.generate(
             [messages for messages, _ in rendered], prefixes,
-            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-            schema=self.schema, stop="}" if prefixing else None,
+            max_new_tokens=max_new_tokens or gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+            schema=self.schema, stop="}" if prefixing else None, timer=timer,
         )
-        return [self._extraction(d, prefix, out) for d, prefix, out in zip(docs, prefixes, outputs)]
+        return prefixes, outputs
+
+    def prompt_tokens(self, docs: list[DocInput], prompt: Prompt) -> list[int]:
+        """Prompt tokens per document as ``extract`` will give them to the model (template and prefix included)."""
+        prefixing = self.variant.structured == "prefix"
+        texts = [self.llm.prompt_text(messages, prefix if prefixing else "")
+                 for messages, prefix in (prompt.render(self.fields, d.text[:self.variant.ocr.max_chars]) for d in docs)]
+        return [len(ids) for ids in self.llm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _extraction(self, doc: DocInput, prefix: str, out: Any) -> Extraction:
         parsed = parse_fields(out.text, list(self.fields), prefix=prefix)

@@ -30,10 +30,16 @@ def describe(exp: Experiment) -> tuple[list[str], bool]:
              f"{'variant':<24} {'rows':>7} {'in run':>7} {'reusable':>8} {'to do':>7}  per actor x actors  fits"]
     for v in plan.variants:
         res = v.variant.resources
-        need = ", ".join(f"{k}={x:g}" for k, x in demand(res).items())
+        need = ", ".join(f"memory={x / 2**30:g}GiB" if k == "memory" else f"{k}={x:g}"
+                         for k, x in demand(res).items())
         problem = fit_problem(v.variant.name, res, nodes) if v.todo else None
         lines.append(f"{v.variant.name:<24} {len(v.expected):>7} {v.in_run:>7} {v.reused:>8} {len(v.todo):>7}  "
                      f"{need} x {res.actors}  {'no' if problem else 'yes'}")
+    autos = [v.variant.name for v in plan.variants if "auto" in (v.variant.batch_size,
+                                                                  getattr(v.variant, "max_num_seqs", None))]
+    if autos:
+        lines.append(f"batch sizes of {', '.join(autos)}: auto (a saved profile, or probed when the run starts; "
+                     "`invoicelab tune` to see them now)")
     if plan.retired:
         lines.append(f"{plan.retired} rows of an earlier config will move to superseded/")
     problems = check_fits(plan)

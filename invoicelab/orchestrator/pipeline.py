@@ -12,7 +12,7 @@ row that never came is written as an error row saying so.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from invoicelab.orchestrator.cluster import connect, worker_env
 from invoicelab.orchestrator.plan import HASH_CHUNK, Plan, cached_hashes, make_plan, pin_models, save_hashes
 from invoicelab.orchestrator.resources import fit_problem
 from invoicelab.orchestrator.scheduler import Progress, Scheduler, actor_name
+from invoicelab.orchestrator.tune import TUNABLE, Tuned, auto_variants, tune_plan
 from invoicelab.prompt_sets import RenderTarget, chat_template_in, check_renders, expand
 from invoicelab.prompt_versions import check_versions, save_prompts
 from invoicelab.prompts import Prompt, load_prompt
@@ -69,7 +70,9 @@ def prepare(exp: Experiment) -> Plan:
     prompts = load_prompts(exp)  # fail before starting anything
     check_renders(prompts, exp.fields, render_targets(exp))
     docs = load_documents(exp)
-    exp, identities = pin_models(exp)
+    from invoicelab.backends.precision_choice import resolve_precisions  # precision: auto, before pinning
+
+    exp, identities = pin_models(resolve_precisions(exp))
     known, cache = cached_hashes(docs)
     missing = [i for i, h in enumerate(known) if h is None]
     if missing:
@@ -171,12 +174,15 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
         store.retire(plan.results, set(plan.expected_keys))
     adopted = store.adopt(plan.reuse, plan.results, plan.names(), schema(list(exp.fields))) if plan.reuse else 0
     timings: dict[str, dict[str, float]] = {}
-    writer, duplicates, actors = None, 0, {}
+    writer, duplicates, actors, tuned = None, 0, {}, []
     if plan.todo_rows:
         connect(exp.ray)
-        problems = check_fits(plan)
+        from invoicelab.backends.placement import memory_problems  # estimated memory vs the device's
+
+        problems = check_fits(plan) + memory_problems(plan.exp)
         if problems:
             raise ClusterError("the cluster cannot hold this experiment:\n  " + "\n  ".join(problems))
+        tuned = tune_plan(plan, auto_variants(plan))  # batch_size: auto, before any pool starts
         writer = _writer(plan)
         runner = Scheduler(plan, writer, progress)
         timings = runner.run()
@@ -185,8 +191,30 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
     if writer is not None:
         ray.kill(writer)
     summary.update(name=exp.name, reused_rows=adopted, superseded_rows=plan.retired,
-                   computed_rows=plan.todo_rows, duplicates_dropped=duplicates, actors=actors)
+                   computed_rows=plan.todo_rows, duplicates_dropped=duplicates, actors=actors,
+                   tuning=[asdict(t) for t in tuned])
     return RunResult(out, plan.results, summary)
+
+
+def tune_experiment(exp: Experiment, only: list[str] | None = None, retune: bool = False) -> list[Tuned]:
+    """``invoicelab tune``: probe (or look up) the batch sizes of the experiment's variants that have a batch to
+    tune (all of them, or those named in ``only``), save their profiles, and run nothing else.
+
+    Raises:
+        ConfigError: a name in ``only`` is not a variant; ClusterError: a variant can never fit the cluster.
+    """
+    plan = prepare(exp)
+    names = [v.variant.name for v in plan.variants]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"--variant {', '.join(unknown)}: no such variant; available: {', '.join(names)}")
+    chosen = [v for v in plan.variants if (not only or v.variant.name in only) and v.variant.backend in TUNABLE]
+    connect(exp.ray)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    problems = [p for v in chosen if (p := fit_problem(f"variant {v.variant.name!r}", v.variant.resources, nodes))]
+    if problems:
+        raise ClusterError("the cluster cannot hold these variants:\n  " + "\n  ".join(problems))
+    return tune_plan(plan, chosen, retune=retune or None)
 
 
 def _writer(plan: Plan) -> Any:
