@@ -63,8 +63,7 @@ def memory_errors() -> dict[str, float]:
     errors = {}
     for line in done.stdout.splitlines():
         if line.startswith("{"):
-            row = json.loads(line)
-            errors.update(row.get("errors", {}))
+            errors.update(json.loads(line).get("errors", {}))
     return errors
 
 
@@ -83,7 +82,8 @@ def main() -> None:
     tuned_size, tuning_s = decision["micro_batch"], decision["tuning_s"]
     projected = {p["size"]: p["docs_per_s"] for p in decision["probes"]}
     print(f"tuner: micro-batch {tuned_size} in {tuning_s:.1f} s ({decision['reason']}; answers of "
-          f"{decision['answer_tokens']} tokens)")
+          f"{decision['answer_tokens']} tokens, learnt in {decision['learn_s']:.1f} s; the probes took "
+          + ", ".join(f"{p['size']}: {p['seconds']:.1f} s" for p in decision["probes"]) + ")")
     measured: dict[int, float] = {}
     print(f"{'size':>5} {'projected':>10} {'measured':>10} {'peak GiB':>9}")
     for size in SIZES:

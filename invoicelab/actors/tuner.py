@@ -98,9 +98,17 @@ class ProbeRunner:
         start = time.perf_counter()
         if not self.docs:
             raise RuntimeError("no readable sample document to probe with")
+        if self._stepped and not self.answer_tokens:
+            self._learn_answer_length()
+        learn_s = time.perf_counter() - start
         decision = search(lambda size: self.measure(size, rounds), largest, plateau, limit_bytes, margin)
-        return {**decision.to_dict(), "tuning_s": time.perf_counter() - start, "load_s": self.load_s,
-                "answer_tokens": self.answer_tokens, "sample_docs": len(self.docs)}
+        return {**decision.to_dict(), "tuning_s": time.perf_counter() - start, "learn_s": learn_s,
+                "load_s": self.load_s, "answer_tokens": self.answer_tokens, "sample_docs": len(self.docs)}
+
+    @property
+    def _stepped(self) -> bool:
+        """Whether sizes are probed step-timed (a generating backend that times steps, and a prompt)."""
+        return isinstance(self.backend, TimesSteps) and self.prompt is not None
 
     def measure(self, size: int, rounds: int = 1) -> Probe:
         """docs/s and peak memory at ``size`` documents per call (the best of ``rounds`` passes)."""
@@ -113,13 +121,12 @@ class ProbeRunner:
         return best
 
     def _once(self, size: int) -> Probe:
-        stepped = isinstance(self.backend, TimesSteps) and self.prompt is not None
         reset_peak()
         start = time.perf_counter()
         try:
-            if stepped and not self.answer_tokens:
+            if self._stepped and not self.answer_tokens:
                 self._learn_answer_length()
-            rate, note = self._stepped(size) if stepped else self._whole(size)
+            rate, note = self._step_timed(size) if self._stepped else self._whole(size)
         except Exception as err:  # noqa: BLE001 - out-of-memory is a result of the probe; the rest propagates
             if not is_out_of_memory(err):
                 raise
@@ -143,7 +150,7 @@ class ProbeRunner:
             raise MemoryError("out of memory answering one sample document alone")
         self.answer_tokens = max(1, max(tokens))
 
-    def _stepped(self, size: int) -> tuple[float, str]:
+    def _step_timed(self, size: int) -> tuple[float, str]:
         times = self.backend.time_steps(self._batch(size), self.prompt, PROBE_STEPS)
         seconds = times.projected_s(self.answer_tokens)
         note = (f"projected: prefill {times.prefill_s:.3f} s + {self.answer_tokens - 1} x step {times.step_s:.4f} s "
