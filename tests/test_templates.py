@@ -35,8 +35,9 @@ def test_gpu_templates_fill_their_gpus_and_the_cpu_one_uses_the_measured_batch()
     big = load_experiment(templates_dir() / "gpu-8x80gb.yaml").variants[0]
     assert big.tensor_parallel_size == 4 and big.resources.num_gpus == 4
     cpu = load_experiment(templates_dir() / "cpu-2core.yaml")
-    assert cpu.variants[0].batch_size == 16 and cpu.variants[0].resources.num_gpus == 0
-    assert "0.384 at 16" in (templates_dir() / "cpu-2core.yaml").read_text()  # the measurement
+    assert cpu.variants[0].batch_size == "auto" and cpu.variants[0].resources.num_gpus == 0
+    text = (templates_dir() / "cpu-2core.yaml").read_text()
+    assert "0.384 at 16" in text and "the tuner chose 32" in text  # the and the tuner's measurements
 
 
 def test_init_writes_a_config_that_validates_with_name_and_dataset_replaced(tmp_path):
