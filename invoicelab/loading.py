@@ -32,7 +32,7 @@ def load(run_dir: str | Path, engine: str = "pandas", with_outcomes: bool = Fals
     prompt                the prompt id ("none" for backends that take no prompt)
     prompt_version        the prompt template's version
     prompt_hash           hash of the rendered template and the fields it renders for (``prompt_versions``)
-    batch_size            the configured batch size (an upper bound of batch_docs)
+    batch_size            documents handed to the actor at a time (tuned where the config says auto)
     raw_output            the model's answer text, before parsing
     parse_error           why the answer could not be read as the fields (null when it could)
     fallback_fields       fields whose value came from the rules fallback (list of names)
@@ -44,6 +44,8 @@ def load(run_dir: str | Path, engine: str = "pandas", with_outcomes: bool = Fals
     cost                  money for the row's tokens (served backends with a price)
     load_s                seconds the worker took to load its model
     batch_docs            documents in the model call that produced the row
+    micro_batch           the micro-batch size in force for that call (after any out-of-memory halving)
+    oom_splits            out-of-memory failures the document went through before this row
     batch_latency_s       wall time of that call
     batch_tokens_per_s    generated tokens of that call per second
     peak_rss_bytes        the worker process's peak resident memory after the call

@@ -19,7 +19,7 @@ BAD_CONFIGS = Path(__file__).parent / "bad_inputs" / "configs"
         ("typo_key.yaml", "variants.0.batchsize: unknown key (typo?)"),
         ("unknown_backend.yaml", "unknown backend 'vlm'; available: fake, rules, ocr-llm, transformers-vlm, vllm, openai-http"),
         ("unknown_prompt.yaml", "unknown prompt 'terse-jsn'; available: described-json, fewshot-json, terse-json"),
-        ("negative_batch.yaml", "variants.0.batch_size: Input should be greater than or equal to 1"),
+        ("negative_batch.yaml", "variants.0.batch_size: must be 'auto' or a whole number from 1 to 4096, got -2"),
         ("missing_dataset.yaml", "dataset folder not found: /nonexistent/invoices"),
     ],
 )
