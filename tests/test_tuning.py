@@ -149,3 +149,17 @@ def test_tuning_the_real_model_under_a_real_memory_cap_stops_at_the_size_that_ca
     assert oom and "allocate" in oom[0]["note"], decision["probes"]
     assert 1 <= decision["micro_batch"] < oom[0]["size"] and decision["reason"] == f"out of memory at {oom[0]['size']}"
     assert decision["docs_per_s"] > 0 and decision["answer_tokens"] >= 1
+
+
+def test_auto_on_a_backend_without_a_batch_to_tune_sends_whole_batches_of_the_default_size():
+    from types import SimpleNamespace
+
+    from invoicelab.config import parse_experiment
+    from invoicelab.orchestrator.tune import apply, tune_variant
+
+    exp = parse_experiment({"name": "r", "dataset": {"source": "synthetic", "n": 4}, "fields": FIELDS,
+                            "variants": [{"name": "rules", "backend": "rules", "batch_size": "auto"}]})
+    variant = exp.variants[0]
+    tuned = tune_variant(SimpleNamespace(exp=exp), SimpleNamespace(variant=variant), retune=False)
+    apply(variant, tuned)
+    assert tuned.source == "default" and variant.batch_size == 4 and variant.micro_batch == 4

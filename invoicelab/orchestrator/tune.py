@@ -33,6 +33,10 @@ TUNABLE = ("ocr-llm", "transformers-vlm", "fake", "vllm")
 rules and served models have no batch of theirs to tune."""
 
 
+DEFAULT_BATCH = 4
+"""The batch of an `auto` variant whose backend has no batch to tune (the schema's default batch size)."""
+
+
 @dataclass
 class Tuned:
     """What tuning gave one variant."""
@@ -40,7 +44,7 @@ class Tuned:
     variant: str
     micro_batch: int
     batch_size: int
-    source: str  # "probed" | "profile" | "failed"
+    source: str  # "probed" | "profile" | "failed" | "default" (nothing to tune)
     profile: str = ""
     reason: str = ""
     docs_per_s: float | None = None
@@ -78,9 +82,9 @@ def tune_variant(plan: Plan, vplan: VariantPlan, retune: bool) -> Tuned:
     """Probe (or look up) one variant's micro-batch on its own reservation."""
     v = vplan.variant
     if v.backend not in TUNABLE:
-        size = v.batch_size if isinstance(v.batch_size, int) else 4
-        return Tuned(v.name, v.micro_batch, size, "failed", reason=f"the {v.backend} backend has no batch to tune "
-                     "here; batch size 4" if v.batch_size == "auto" else "not tuned")
+        size = v.batch_size if isinstance(v.batch_size, int) else DEFAULT_BATCH
+        return Tuned(v.name, size, size, "default", reason=f"the {v.backend} backend has no batch to tune; "
+                     f"batch size {size}, one call per batch")
     prompt = next((p for p in vplan.prompts.values() if p is not None), None)
     options = actor_options(v.resources, v.faults, f"{plan.exp.name}/{v.name}/tuner", worker_env())
     options["max_restarts"] = 0
