@@ -41,6 +41,12 @@ def recommend(store, *args):
     return CliRunner().invoke(main, ["recommend", "--store", str(store), *args])
 
 
+def as_json(result) -> dict:
+    """The JSON document the command printed on stdout (Ray may log to stderr, or after it)."""
+    text = result.stdout
+    return json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
+
+
 def test_each_run_records_its_variants_speed_memory_and_batch_sizes(store):
     rows = {r["variant"]: r for r in performance(store)}
     assert set(rows) == {"careful", "sloppy"}
@@ -54,7 +60,7 @@ def test_each_run_records_its_variants_speed_memory_and_batch_sizes(store):
 def test_recommends_the_configuration_that_meets_the_constraints_with_its_evidence(store):
     result = recommend(store, "--min-accuracy", "total=0.9", "--min-docs-per-s", "1", "--json")
     assert result.exit_code == 0, result.output
-    rec = json.loads(result.output)
+    rec = as_json(result)
     choice = rec["choice"]
     assert (choice["variant"], choice["batch_size"]) == ("careful", 2)
     assert choice["accuracy"]["total"]["value"] == 1.0 and choice["accuracy"]["total"]["n"] == DOCS
@@ -68,9 +74,9 @@ def test_recommends_the_configuration_that_meets_the_constraints_with_its_eviden
 
 
 def test_speed_preference_picks_the_fast_one_when_accuracy_allows(store):
-    rec = json.loads(recommend(store, "--prefer", "speed", "--json").output)
+    rec = as_json(recommend(store, "--prefer", "speed", "--json"))
     assert rec["choice"]["variant"] == "sloppy"
-    rec = json.loads(recommend(store, "--prefer", "speed", "--min-accuracy", "total=0.9", "--json").output)
+    rec = as_json(recommend(store, "--prefer", "speed", "--min-accuracy", "total=0.9", "--json"))
     assert rec["choice"]["variant"] == "careful"
 
 
@@ -99,13 +105,13 @@ def test_thin_evidence_names_the_experiment_to_run_next(store):
 
 
 def test_evidence_from_other_hardware_is_named_and_actors_follow_the_cluster(store):
-    here = json.loads(recommend(store, "--min-accuracy", "total=0.9", "--json").output)["choice"]
-    gpu = json.loads(recommend(store, "--min-accuracy", "total=0.9", "--gpus", "1", "--gpu-name", "H100",
-                               "--gpu-memory-gb", "80", "--json").output)
+    here = as_json(recommend(store, "--min-accuracy", "total=0.9", "--json"))["choice"]
+    gpu = as_json(recommend(store, "--min-accuracy", "total=0.9", "--gpus", "1", "--gpu-name", "H100",
+                               "--gpu-memory-gb", "80", "--json"))
     assert gpu["choice"]["variant"] == "careful" and not gpu["choice"]["same_hardware"]
     assert any("evidence comes from" in n for n in gpu["notes"])
     assert any("measure careful" in s for s in gpu["next_experiments"])
-    wide = json.loads(recommend(store, "--cpus", "16", "--min-accuracy", "total=0.9", "--json").output)["choice"]
+    wide = as_json(recommend(store, "--cpus", "16", "--min-accuracy", "total=0.9", "--json"))["choice"]
     assert wide["actors"] == 16 and wide["actors"] > here["actors"]  # one CPU per actor
     narrow = recommend(store, "--cpus", "1", "--min-docs-per-s", "20", "--min-accuracy", "total=0.9")
     assert narrow.exit_code == 1 and "with 1 actor(s) < 20" in narrow.output
@@ -119,7 +125,7 @@ def test_a_store_recorded_before_the_performance_table_reads_the_run_folders(sto
     con.close()
     rows = performance(old)
     assert {r["variant"] for r in rows} == {"careful", "sloppy"} and all(r["from_folder"] for r in rows)
-    rec = json.loads(recommend(old, "--min-accuracy", "total=0.9", "--min-docs-per-s", "1", "--json").output)
+    rec = as_json(recommend(old, "--min-accuracy", "total=0.9", "--min-docs-per-s", "1", "--json"))
     assert rec["choice"]["variant"] == "careful" and rec["choice"]["batch_size"] == 2
 
 
@@ -132,6 +138,6 @@ def test_bad_arguments_and_an_empty_store_exit_2(tmp_path, store):
 
 
 def test_address_recommends_for_the_running_ray_cluster(store):
-    rec = json.loads(recommend(store, "--address", "auto", "--min-accuracy", "total=0.9", "--json").output)
+    rec = as_json(recommend(store, "--address", "auto", "--min-accuracy", "total=0.9", "--json"))
     assert rec["cluster"].startswith("2 CPUs (ray cluster)")  # the session's 2-CPU cluster, not this machine
     assert rec["choice"]["actors"] == 2

@@ -71,7 +71,8 @@ def _tune(tmp_path, cfg: dict, *args: str) -> list[dict]:
     path.write_text(json.dumps(cfg), encoding="utf-8")
     result = CliRunner().invoke(main, ["tune", str(path), "--json", *args])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("["):])
+    text = result.stdout  # Ray may log to stderr, or after the JSON
+    return json.JSONDecoder().raw_decode(text[text.index("["):])[0]
 
 
 @pytest.mark.ray
