@@ -153,7 +153,7 @@ def tune_cmd(config: Path, overrides: tuple[str, ...], address: str | None, only
              as_json: bool) -> None:
     """Find each variant's batch size on this hardware: probe growing micro-batches on the experiment's own
     documents (docs/s and peak memory), stop at the plateau or the memory limit, save the profile that
-    `batch_size: auto` then uses."""
+    `batch_size: auto` then uses. The probes' answers are written as the run's result rows."""
     from dataclasses import asdict
 
     from invoicelab.data.documents import DatasetError
@@ -172,7 +172,8 @@ def tune_cmd(config: Path, overrides: tuple[str, ...], address: str | None, only
         rate = f"{t.docs_per_s:.3f} docs/s" if t.docs_per_s else "docs/s unknown"
         click.echo(f"{t.variant}: micro-batch {t.micro_batch}, batch {t.batch_size}, {rate} ({t.source}: {t.reason})")
         if t.why_probed:
-            click.echo(f"  probed because: {t.why_probed}; took {t.tuning_s:.1f} s")
+            click.echo(f"  probed because: {t.why_probed}; took {t.tuning_s:.1f} s, answering {t.answered} "
+                       f"documents ({t.rows_kept} kept as result rows: `invoicelab run` will not compute them again)")
         for p in t.probes:
             peak = f"{p['peak_bytes'] / 2**30:.2f} GiB" if p.get("peak_bytes") else "-"
             state = "out of memory" if p["out_of_memory"] else f"{p['docs_per_s']:.3f} docs/s"

@@ -96,6 +96,8 @@ class MicroBatcher:
     def __init__(self, size: int, token_budget: int | None = None, by_length: bool = True):
         self.size, self.token_budget, self.by_length = max(1, size), token_budget, by_length
         self.halvings = 0
+        self.last_oom = ""
+        """The last out-of-memory error met (type and message), "" while none."""
 
     def run(self, lengths: Sequence[int], call: Callable[[list[int]], list[T]],
             measured: Callable[[list[int], list[T]], None] | None = None) -> list[Answered[T]]:
@@ -124,6 +126,7 @@ class MicroBatcher:
                     raise
                 for i in group:
                     splits[i] += 1
+                self.last_oom = f"{type(err).__name__}: {str(err)[:200]}"
                 if len(group) == 1:
                     done[group[0]] = Answered(None, out_of_memory_alone(err), 1, self.size, splits[group[0]])
                     continue

@@ -103,6 +103,11 @@ def search(measure: Callable[[int], Probe], largest: int, plateau: float = 0.05,
     return Decision(best.size, best.docs_per_s, best.peak_bytes, reason, probes)
 
 
+def probes_need(largest: int, sample_docs: int, rounds: int) -> int:
+    """Documents the probes answer when every size up to ``largest`` is probed."""
+    return rounds * sum(-(-sample_docs // size) * size for size in sizes_up_to(largest))
+
+
 def ray_batch(micro_batch: int, docs: int | None = None) -> int:
     """The Ray batch (documents handed to an actor at a time) for a tuned micro-batch: two calls' worth, so
     that grouping by length has documents to choose from, and never more than the documents to run."""

@@ -129,8 +129,9 @@ class OffloadSpec(Strict):
 class TuningSpec(Strict):
     """How `batch_size: auto` and `invoicelab tune` probe batch sizes (see ``invoicelab.tuning``)."""
 
-    sample_docs: int = Field(8, ge=1, le=256, description="Documents of the experiment's own dataset to probe with "
-                             "(the first ones); each probe runs at least this many, so the model sees real lengths.")
+    sample_docs: int = Field(2, ge=1, le=256, description="Each probed size answers at least this many documents (whole "
+                             "calls of its size), so that one short or long document does not decide. The probes "
+                             "answer the run's own documents; their rows are kept as the run's.")
     max_micro_batch: int = Field(64, ge=1, le=4096, description="Largest micro-batch probed.")
     plateau: float = Field(0.05, ge=0, le=1, description="Stop growing once doubling the micro-batch gains less than "
                            "this fraction of docs/s.")

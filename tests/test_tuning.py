@@ -91,6 +91,19 @@ def test_tune_probes_survives_injected_out_of_memory_saves_a_profile_and_reuses_
 
 
 @pytest.mark.ray
+def test_a_profile_that_stopped_at_its_runs_few_documents_is_probed_again_by_a_run_with_more(ray_cluster, tmp_path):
+    cfg = _config(tmp_path, {"delay_s": 0.02}, name="few")
+    cfg["dataset"]["n"] = 3
+    small = _tune(tmp_path, cfg)[0]  # 3 documents: a call of more never happens, so 1, 2 and 3 are probed
+    assert [p["size"] for p in small["probes"]] == [1, 2, 3] and small["micro_batch"] == 3
+    assert _tune(tmp_path, cfg)[0]["source"] == "profile"
+    cfg["dataset"]["n"] = 24
+    more = _tune(tmp_path, cfg)[0]
+    assert more["source"] == "probed" and more["micro_batch"] == 16 and [p["size"] for p in more["probes"]][-1] == 16
+    assert more["why_probed"] == "the saved profile probed sizes up to 3 only (its run had that many documents)"
+
+
+@pytest.mark.ray
 def test_tuning_survives_a_real_allocation_past_the_tuner_actors_memory_cap(ray_cluster, tmp_path):
     """300 MB a document, a 2 GiB cap: 8 documents (2.4 GB) cannot be allocated; the tuner stops below."""
     cfg = _config(tmp_path, {"delay_s": 0.05, "memory_per_doc_mb": 300}, resources={"memory_gb": 2.0})
@@ -99,17 +112,39 @@ def test_tuning_survives_a_real_allocation_past_the_tuner_actors_memory_cap(ray_
     assert tuned["probes"][-1]["out_of_memory"] or "past the limit" in tuned["reason"]
 
 
-@pytest.mark.ray
-def test_batch_size_auto_runs_with_the_tuned_sizes_recorded_on_every_row(ray_cluster, tmp_path):
+def _rows(cfg: dict):
     from invoicelab.config import parse_experiment
     from invoicelab.orchestrator.pipeline import run_experiment
 
-    result = run_experiment(parse_experiment(_config(tmp_path, {"delay_s": 0.05, "oom_above": 2}, name="auto")))
-    [tuned] = result.summary["tuning"]
-    assert tuned["micro_batch"] == 2 and tuned["batch_size"] == 4
-    df = pd.read_parquet(result.results)
-    assert len(df) == 8 and df["error"].isna().all()
-    assert df["micro_batch"].eq(2).all() and df["batch_size"].eq(4).all() and df["oom_splits"].eq(0).all()
+    result = run_experiment(parse_experiment(cfg))
+    return result.summary, pd.read_parquet(result.results)
+
+
+@pytest.mark.ray
+def test_batch_size_auto_keeps_the_probes_answers_as_rows_and_runs_the_rest_at_the_tuned_size(ray_cluster, tmp_path):
+    cfg = _config(tmp_path, {"delay_s": 0.05, "oom_above": 2}, name="auto")
+    cfg["dataset"]["n"] = 24
+    summary, df = _rows(cfg)
+    [tuned] = summary["tuning"]
+    # sizes 1, 2 and 4 (out of memory, answered in halves), 4 documents each: 12 answers, all kept
+    assert tuned["micro_batch"] == 2 and tuned["batch_size"] == 4 and tuned["rows_kept"] == 12 == tuned["answered"]
+    assert summary["computed_rows"] == 24 and len(df) == 24 and df["doc_id"].is_unique and df["error"].isna().all()
+    assert df["micro_batch"].value_counts().to_dict() == {2: 20, 1: 4}  # 4 probed at 1, 4 at 2, 4 halved from 4
+    assert int(df["oom_splits"].gt(0).sum()) == 4
+    rest = df[df["oom_splits"].eq(0) & df["batch_size"].eq(4)]
+    assert len(rest) == 12 and rest["micro_batch"].eq(2).all()  # the run's own batches, at the tuned sizes
+
+
+@pytest.mark.ray
+def test_tune_then_run_computes_only_the_rows_the_probes_did_not_answer(ray_cluster, tmp_path):
+    cfg = _config(tmp_path, {"delay_s": 0.02}, name="then")
+    cfg["dataset"]["n"] = 40
+    tuned = _tune(tmp_path, cfg)[0]
+    assert tuned["source"] == "probed" and 0 < tuned["rows_kept"] < 40
+    summary, df = _rows(cfg)
+    assert summary["tuning"][0]["source"] == "profile"
+    assert summary["computed_rows"] == 40 - tuned["rows_kept"]
+    assert len(df) == 40 and df["doc_id"].is_unique and df["error"].isna().all()
 
 
 CAPPED_TUNING = r"""
@@ -126,13 +161,16 @@ exp = parse_experiment({"name": "cap", "dataset": {"source": "synthetic", "n": 2
                                       "batch_size": "auto", "ocr": {"engine": "none"},
                                       "generation": {"max_new_tokens": 8}}]})
 prompt = load_prompt("terse-json", exp.prompts_path())
-runner = ProbeRunner(exp.model_dump_json(), "smol", asdict(prompt), asdict(text_setting(exp, exp.variants[0])),
-                     None, num_threads=1)
-from invoicelab.backends.base import DocInput
-runner.docs = [DocInput(f"d{i}", "INVOICE\n" + "Widget 12.50\n" * 150 + "TOTAL 12.50\n", "") for i in range(2)]
+runner = ProbeRunner(exp.model_dump_json(), "smol", {prompt.id: asdict(prompt)},
+                     asdict(text_setting(exp, exp.variants[0])), None, num_threads=1)
+text = "INVOICE\n" + "Widget 12.50\n" * 150 + "TOTAL 12.50\n"
+runner.pages = {f"d{i}": {"doc_id": f"d{i}", "path": "", "text": text, "error": None, "fields_json": '{"total": "12.50"}',
+                          "normalized_json": "{}", "images_png": None} for i in range(2)}
+runner.units = [(f"d{i}", prompt.id, f"k{i}") for i in range(2)]
 data = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmData"))
 cap_memory((data + float(sys.argv[1]) * 2**30) / 2**30)
-print(json.dumps(runner.tune(32, 0.0, None, 0.15)))
+decision, rows = runner.tune(32, -1.0, None, 0.15)  # plateau -1: every doubling counts as a gain, up to the cap
+print(json.dumps({**decision, "rows": rows.num_rows}))
 """
 
 
@@ -143,13 +181,13 @@ def test_tuning_the_real_model_under_a_real_memory_cap_stops_at_the_size_that_ca
 
     script = tmp_path / "tune_capped.py"
     script.write_text(CAPPED_TUNING, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script), "0.5"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(script), "0.35"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     decision = json.loads(done.stdout.strip().splitlines()[-1])
     oom = [p for p in decision["probes"] if p["out_of_memory"]]
     assert oom and "allocate" in oom[0]["note"], decision["probes"]
     assert 1 <= decision["micro_batch"] < oom[0]["size"] and decision["reason"] == f"out of memory at {oom[0]['size']}"
-    assert decision["docs_per_s"] > 0 and decision["answer_tokens"] >= 1
+    assert decision["docs_per_s"] > 0 and decision["rows"] == 2 and decision["answered"] >= 1 + 2 + oom[0]["size"]
 
 
 def test_auto_on_a_backend_without_a_batch_to_tune_sends_whole_batches_of_the_default_size():
@@ -161,6 +199,6 @@ def test_auto_on_a_backend_without_a_batch_to_tune_sends_whole_batches_of_the_de
     exp = parse_experiment({"name": "r", "dataset": {"source": "synthetic", "n": 4}, "fields": FIELDS,
                             "variants": [{"name": "rules", "backend": "rules", "batch_size": "auto"}]})
     variant = exp.variants[0]
-    tuned = tune_variant(SimpleNamespace(exp=exp), SimpleNamespace(variant=variant), retune=False)
+    tuned = tune_variant(SimpleNamespace(exp=exp), SimpleNamespace(variant=variant), retune=False, writer=None)
     apply(variant, tuned)
     assert tuned.source == "default" and variant.batch_size == 4 and variant.micro_batch == 4

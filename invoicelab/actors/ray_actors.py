@@ -104,12 +104,14 @@ class VariantActor:
 class TunerActor(ProbeRunner):
     """The batch tuner's probes on the variant's own reservation (its GPU, CPUs and memory cap)."""
 
-    def __init__(self, experiment_json: str, variant_name: str, prompt: dict[str, Any] | None, setting: dict,
+    def __init__(self, experiment_json: str, variant_name: str, prompts: dict[str, dict[str, Any]], setting: dict,
                  cache_dir: str | None):
-        device = "cuda" if placement()["gpu_ids"] else "cpu"
+        where = placement()
+        device = "cuda" if where["gpu_ids"] else "cpu"
         if device == "cpu":
             cap_memory(memory_limit(experiment_json, variant_name))
-        super().__init__(experiment_json, variant_name, prompt, setting, cache_dir, assigned_threads(), device)
+        super().__init__(experiment_json, variant_name, prompts, setting, cache_dir, assigned_threads(), device,
+                         where)
 
 
 class PageActor(PageReader):

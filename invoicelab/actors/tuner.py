@@ -1,20 +1,21 @@
 """The batch tuner's worker side: load a variant once and measure docs/s and peak memory per micro-batch.
 
-``ProbeRunner`` runs where the variant's actors will (its GPU, its CPUs, its memory cap), reads the
-sample documents' pages itself (``PageReader``, so OCR is cached for the run), and measures one size
-at a time for ``invoicelab.tuning.search``:
-- a generating backend that times steps (``backends.base.TimesSteps``): full answers to a few sample
-  documents (one call) give the answer length; then each size generates a few tokens for that many
-  documents, timed step by step, and the time of full answers is projected from its prefill and step
-  times (``step_timer``): a probe costs seconds instead of whole answers;
-- any other backend: whole model calls over at least the sample documents. For vllm that is its
-  in-process engine (``VllmBackend``) started once with ``max_num_seqs`` at the largest size probed
-  and given exactly ``size`` requests at a time: the concurrency that ``max_num_seqs`` would allow.
-Out-of-memory while probing is a probe marked so, never a crash. No Ray import.
+``ProbeRunner`` runs where the variant's actors will (its GPU, its CPUs, its memory cap) and reads the
+pages of the documents it probes with itself (``PageReader``, so their OCR is cached for the run). Each
+probed size answers real documents of the run in full, through the run's own ``Extractor``: whole calls
+of that size over at least ``tuning.sample_docs`` documents, timed end to end. The rows those answers
+make are result rows like any other (their ``micro_batch`` says the size they were answered at): the
+orchestrator writes them and the run does not compute them again, so probing costs only the time the
+smaller sizes lose against the chosen one. When the run has fewer documents to compute than the
+probes need, documents are answered again and only their first answer is kept. For vllm the engine
+(``VllmBackend``, in process) is started once with ``max_num_seqs`` at the largest size probed and
+given exactly ``size`` requests at a time; its rows are not kept (the run's vllm rows come from the
+Ray Data LLM stage). Out-of-memory while probing is a probe marked so, never a crash. No Ray import.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -22,48 +23,63 @@ from typing import Any
 
 import pyarrow as pa
 
+from invoicelab.actors.extractor import Extractor, Todo
 from invoicelab.actors.meter import reset_peak, window_peak
 from invoicelab.actors.pages import PageReader
-from invoicelab.backends import create_backend
-from invoicelab.backends.base import DocInput, ReadsGroundTruth, TimesSteps
 from invoicelab.config import Experiment
-from invoicelab.microbatch import MicroBatcher, is_out_of_memory
-from invoicelab.prompts import Prompt
+from invoicelab.microbatch import MicroBatcher
+from invoicelab.results import to_table
 from invoicelab.tuning import Probe, search
 
-PROBE_STEPS = 6
-"""Tokens generated per step-timed probe: the first gives the prefill, the rest the step time."""
-LEARN_DOCS = 4
-"""Sample documents answered in full to learn how long answers are."""
+
+class ProbeFailed(RuntimeError):
+    """The model failed while probing with an error that is not out-of-memory."""
 
 
 class ProbeRunner:
-    """One variant loaded once, measuring micro-batch sizes on the experiment's own documents.
+    """One variant loaded once, measuring micro-batch sizes on the run's own documents.
 
     Args:
         experiment_json: The experiment (``Experiment.model_dump_json()``).
         variant_name: The variant to tune.
-        prompt: The prompt to probe with (``dataclasses.asdict`` of it; None for backends without one).
+        prompts: Prompt id -> the prompt's fields (``dataclasses.asdict``), as the variant's actors get them.
         setting: The variant's page setting (``asdict`` of ``TextSetting``).
         cache_dir: The OCR cache folder.
         num_threads: Threads the model may use.
         device: ``"cpu"`` or ``"cuda"``.
+        where: ``node_id``, ``gpu_ids`` and ``worker``, recorded in the rows as the run's actors do.
+
+    Raises:
+        RuntimeError: the model cannot be loaded.
     """
 
-    def __init__(self, experiment_json: str, variant_name: str, prompt: dict[str, Any] | None, setting: dict,
-                 cache_dir: str | None, num_threads: int | None = None, device: str = "cpu"):
-        self.exp = Experiment.model_validate_json(experiment_json)
-        self.variant = next(v for v in self.exp.variants if v.name == variant_name)
-        self.prompt = Prompt(**prompt) if prompt else None
+    def __init__(self, experiment_json: str, variant_name: str, prompts: dict[str, dict[str, Any]], setting: dict,
+                 cache_dir: str | None, num_threads: int | None = None, device: str = "cpu",
+                 where: dict[str, Any] | None = None):
+        exp = Experiment.model_validate_json(experiment_json)
+        variant = next(v for v in exp.variants if v.name == variant_name)
+        if variant.backend == "vllm":  # one engine able to run the largest concurrency probed
+            data = json.loads(experiment_json)
+            for v in data["variants"]:
+                if v["name"] == variant_name:
+                    v["max_num_seqs"] = exp.tuning.max_micro_batch
+            experiment_json = json.dumps(data)
         self.device, self.threads = device, num_threads or os.cpu_count() or 1
         self.reader = PageReader(setting, cache_dir, num_threads)
-        start = time.perf_counter()
-        if self.variant.backend == "vllm":  # one engine able to run the largest concurrency probed
-            self.variant = self.variant.model_copy(update={"max_num_seqs": self.exp.tuning.max_micro_batch})
-        self.backend = create_backend(self.variant, self.exp.fields, num_threads, self.exp.seed, device=device)
-        self.load_s = time.perf_counter() - start
-        self.docs: list[DocInput] = []
-        self.answer_tokens = 0
+        self.extractor = Extractor(experiment_json, variant_name, prompts, num_threads, device, where)
+        if self.extractor.load_error:
+            raise RuntimeError(self.extractor.load_error)
+        self.variant = self.extractor.variant
+        self.keep = variant.backend != "vllm"
+        self.pages: dict[str, dict[str, Any]] = {}
+        self.units: list[Todo] = []
+        self.next = 0
+        self.answered = 0
+        self.kept: dict[str, pa.Table] = {}
+
+    @property
+    def load_s(self) -> float:
+        return self.extractor.load_s
 
     def hardware(self) -> dict[str, Any]:
         """The hardware part of the profile key: the GPU's name and memory, or the CPU's model and threads."""
@@ -81,89 +97,88 @@ class ProbeRunner:
             return int(self.hardware()["gpu_memory_bytes"])
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / max(1, actors))
 
-    def read(self, rows: list[dict[str, Any]]) -> int:
-        """Read the sample documents' pages; returns how many can be probed with (readable ones)."""
+    def read(self, rows: list[dict[str, Any]], units: list[Todo], keep: bool = True) -> int:
+        """Read the pages of the documents of ``units`` (the (document, prompt, key) rows to probe with, in
+        order); returns how many of them can be probed with (their page could be read).
+
+        Args:
+            rows: The documents' records (``Document.row()`` with ``doc_sha256``).
+            units: The rows to answer; each is answered once and kept (when ``keep``), then reused.
+            keep: Keep the rows answered (False: every unit is computed already, the probes only measure).
+        """
         pages = self.reader(pa.Table.from_pylist(rows)).to_pylist()
-        usable = [p for p in pages if not p["error"]]
-        self.docs = [DocInput(p["doc_id"], p.get("text") or "", p["path"], tuple(p.get("images_png") or ()))
-                     for p in usable]
-        if isinstance(self.backend, ReadsGroundTruth):
-            import json
+        self.pages = {p["doc_id"]: p for p in pages if not p["error"]}
+        self.units = [u for u in units if u[0] in self.pages]
+        self.keep = self.keep and keep
+        return len(self.units)
 
-            self.backend.see_truth({p["doc_id"]: json.loads(p.get("fields_json") or "{}") for p in usable})
-        return len(self.docs)
+    def tune(self, largest: int, plateau: float, limit_bytes: int | None, margin: float, rounds: int = 1,
+             sample_docs: int = 1) -> tuple[dict, pa.Table]:
+        """Probe and decide (``tuning.search``).
 
-    def tune(self, largest: int, plateau: float, limit_bytes: int | None, margin: float, rounds: int = 1) -> dict:
-        """Probe and decide (``tuning.search``); returns the decision as a dict, with the time it took."""
+        Returns:
+            The decision as a dict (with the time it took, ``answered`` documents and the ``kept`` keys),
+            and the kept rows (empty when nothing is kept).
+        """
         start = time.perf_counter()
-        if not self.docs:
-            raise RuntimeError("no readable sample document to probe with")
-        if self._stepped and not self.answer_tokens:
-            self._learn_answer_length()
-        learn_s = time.perf_counter() - start
-        decision = search(lambda size: self.measure(size, rounds), largest, plateau, limit_bytes, margin)
-        return {**decision.to_dict(), "tuning_s": time.perf_counter() - start, "learn_s": learn_s,
-                "load_s": self.load_s, "answer_tokens": self.answer_tokens, "sample_docs": len(self.docs)}
+        if not self.units:
+            raise RuntimeError("no readable document to probe with")
+        decision = search(lambda size: self.measure(size, rounds, sample_docs), largest, plateau, limit_bytes,
+                          margin)
+        rows = pa.concat_tables(list(self.kept.values())) if self.kept else to_table([], list(self.extractor.fields))
+        return ({**decision.to_dict(), "tuning_s": time.perf_counter() - start, "load_s": self.load_s,
+                 "largest": largest, "answered": self.answered, "kept": list(self.kept)}, rows)
 
-    @property
-    def _stepped(self) -> bool:
-        """Whether sizes are probed step-timed (a generating backend that times steps, and a prompt)."""
-        return isinstance(self.backend, TimesSteps) and self.prompt is not None
-
-    def measure(self, size: int, rounds: int = 1) -> Probe:
-        """docs/s and peak memory at ``size`` documents per call (the best of ``rounds`` passes)."""
+    def measure(self, size: int, rounds: int = 1, sample_docs: int = 1) -> Probe:
+        """docs/s and peak memory at ``size`` documents per call (the best of ``rounds`` passes), each pass
+        whole calls over at least ``sample_docs`` documents."""
         best: Probe | None = None
         for _ in range(rounds):
-            probe = self._once(size)
+            probe = self._once(size, max(1, -(-sample_docs // size)))
             if probe.out_of_memory:
                 return probe
             best = probe if best is None or probe.docs_per_s > best.docs_per_s else best
         return best
 
-    def _once(self, size: int) -> Probe:
+    def _once(self, size: int, calls: int) -> Probe:
         reset_peak()
         start = time.perf_counter()
-        try:
-            if self._stepped and not self.answer_tokens:
-                self._learn_answer_length()
-            rate, note = self._step_timed(size) if self._stepped else self._whole(size)
-        except Exception as err:  # noqa: BLE001 - out-of-memory is a result of the probe; the rest propagates
-            if not is_out_of_memory(err):
-                raise
-            _free_gpu()
-            return Probe(size, 0.0, window_peak(), time.perf_counter() - start, True, f"{type(err).__name__}: "
-                         f"{str(err)[:200]}")
-        return Probe(size, rate, window_peak(), time.perf_counter() - start, False, note)
-
-    def _batch(self, size: int) -> list[DocInput]:
-        """``size`` sample documents (the sample repeated when it has fewer)."""
-        return [self.docs[i % len(self.docs)] for i in range(size)]
-
-    def _learn_answer_length(self) -> None:
-        """Answer up to ``LEARN_DOCS`` sample documents in full, in one call (halved on out-of-memory): the
-        longest answer sets the projected answer length."""
-        docs = self.docs[:LEARN_DOCS]
-        answered = MicroBatcher(len(docs), by_length=False).run(
-            [0] * len(docs), lambda group: self.backend.extract([docs[i] for i in group], self.prompt))
-        tokens = [a.value.tokens_out for a in answered if a.value is not None]
-        if not tokens:
-            raise MemoryError("out of memory answering one sample document alone")
-        self.answer_tokens = max(1, max(tokens))
-
-    def _step_timed(self, size: int) -> tuple[float, str]:
-        times = self.backend.time_steps(self._batch(size), self.prompt, PROBE_STEPS)
-        seconds = times.projected_s(self.answer_tokens)
-        note = (f"projected: prefill {times.prefill_s:.3f} s + {self.answer_tokens - 1} x step {times.step_s:.4f} s "
-                f"({times.steps} steps timed)")
-        return size / seconds, note
-
-    def _whole(self, size: int) -> tuple[float, str]:
-        calls = max(1, -(-len(self.docs) // size))
-        start = time.perf_counter()
+        halvings, message = 0, ""
         for _ in range(calls):
-            self.backend.extract(self._batch(size), self.prompt)
+            batcher = MicroBatcher(size, self.variant.batching.token_budget, self.variant.batching.group_by_length)
+            self._call(self._take(size), size, batcher)
+            halvings += batcher.halvings
+            message = message or batcher.last_oom
         seconds = time.perf_counter() - start
-        return calls * size / seconds, f"measured: {calls} whole call(s) of {size}"
+        if halvings:
+            _free_gpu()
+            return Probe(size, 0.0, window_peak(), seconds, True, message)
+        return Probe(size, calls * size / seconds, window_peak(), seconds, False,
+                     f"measured: {calls} whole call(s) of {size}")
+
+    def _take(self, size: int) -> list[Todo]:
+        """The next ``size`` units, from the start again once all were answered (those answers are not kept)."""
+        out = [self.units[(self.next + i) % len(self.units)] for i in range(size)]
+        self.next += size
+        return out
+
+    def _call(self, units: list[Todo], size: int, batcher: MicroBatcher) -> None:
+        """One call of ``size`` documents through the run's extractor; the first answer of each unit is kept."""
+        docs = {u[0]: self.pages[u[0]] for u in units}
+        self.extractor.batcher = batcher
+        self.variant.batch_size = size  # the rows record the batch they were answered in
+        table = self.extractor(pa.Table.from_pylist(list(docs.values())), units)
+        self.answered += len(units)
+        failed = [r for r in table.select(["error", "error_stage"]).to_pylist()
+                  if r["error"] and r["error_stage"] == "model" and not r["error"].startswith("out of memory")]
+        if failed:
+            raise ProbeFailed(f"the model failed while probing: {failed[0]['error'][:300]}")
+        if not self.keep:
+            return
+        for row in table.to_batches(max_chunksize=1):
+            key = row.column("key")[0].as_py()
+            if key not in self.kept:
+                self.kept[key] = pa.Table.from_batches([row])
 
 
 def cpu_model() -> str:

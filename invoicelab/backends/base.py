@@ -101,11 +101,3 @@ class CountsTokens(Protocol):
     def prompt_tokens(self, docs: list[DocInput], prompt: Prompt) -> list[int]:
         """Prompt tokens of each document's input for ``prompt``, as the model will see them."""
 
-
-@runtime_checkable
-class TimesSteps(Protocol):
-    """A generating backend that can time a short generation step by step (``step_timer``), so the batch tuner
-    projects full answers from a few steps instead of generating them."""
-
-    def time_steps(self, docs: list[DocInput], prompt: Prompt, steps: int) -> Any:
-        """Generate ``steps`` tokens per document in one call; returns ``step_timer.StepTimes``."""

@@ -87,7 +87,7 @@ class TextLLM:
 
     def generate(self, conversations: list[list[dict]], answer_prefixes: list[str], max_new_tokens: int,
                  temperature: float = 0.0, top_p: float = 1.0, schema: dict[str, Any] | None = None,
-                 stop: str | None = None, timer: Any = None) -> list[Generation]:
+                 stop: str | None = None) -> list[Generation]:
         """Generate one answer per conversation, all in one left-padded batch.
 
         Each row ends at its end-of-sequence token, at ``stop`` or after ``max_new_tokens``; a row that
@@ -105,7 +105,6 @@ class TextLLM:
                 the object.
             stop: A string that ends an answer (through ``generate``'s ``stop_strings``); the answer is
                 cut just after its first occurrence, wherever it is (inside a quoted value too).
-            timer: A ``step_timer.StepTimer`` told the time of every decoding step (for the batch tuner).
 
         Returns:
             One ``Generation`` per conversation, in order.
@@ -120,9 +119,7 @@ class TextLLM:
         prompts = [self.prompt_text(c, p) for c, p in zip(conversations, answer_prefixes, strict=True)]
         batch = self.encode(prompts)
         grammar = self._grammar(schema, answer_prefixes) if schema is not None else None
-        if timer is not None:
-            timer.start()
-        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stop, grammar, timer)
+        new_tokens = self._generate_ids(batch, max_new_tokens, temperature, top_p, stop, grammar)
         tokens_in = batch["attention_mask"].sum(dim=1).tolist()
         return [self._decode(row, n_in, stop) for row, n_in in zip(new_tokens.tolist(), tokens_in, strict=True)]
 
@@ -154,9 +151,9 @@ class TextLLM:
         return json_logits_processor(self.tokenizer, schema, self.vocab_size, sorted(self.eos_ids), answer_prefixes)
 
     def _generate_ids(self, batch: Any, max_new_tokens: int, temperature: float, top_p: float,
-                      stop: str | None = None, grammar: Any = None, timer: Any = None) -> Any:
+                      stop: str | None = None, grammar: Any = None) -> Any:
         return generate_new_ids(self.model, self.tokenizer, self.eos_ids, batch, max_new_tokens, temperature, top_p,
-                                stop, grammar, timer)
+                                stop, grammar)
 
     def _decode(self, new_ids: list[int], tokens_in: int, stop: str | None = None) -> Generation:
         return decode_answer(self.tokenizer, self.eos_ids, new_ids, tokens_in, stop)
@@ -319,22 +316,19 @@ def output_vocab_size(model: Any) -> int:
 
 
 def generate_new_ids(model: Any, tokenizer: Any, eos_ids: set[int], batch: Any, max_new_tokens: int,
-                     temperature: float, top_p: float, stop: str | None = None, grammar: Any = None,
-                     timer: Any = None) -> Any:
+                     temperature: float, top_p: float, stop: str | None = None, grammar: Any = None) -> Any:
     """Run ``model.generate`` on a tokenized batch and return only the new token ids (batch x new).
 
     Greedy at temperature 0; ``stop`` ends an answer at that string, ``grammar`` (a logits processor,
-    see ``structured``) constrains every step, ``timer`` notes when each step's logits are ready. Shared by
-    the text and the vision-language engines.
+    see ``structured``) constrains every step. Shared by the text and the vision-language engines.
     """
     import torch
 
     extra: dict[str, Any] = {}
-    processors = [p for p in (grammar, timer) if p is not None]  # the timer last: it sees each step's end
-    if processors:
+    if grammar is not None:
         from transformers import LogitsProcessorList
 
-        extra["logits_processor"] = LogitsProcessorList(processors)
+        extra["logits_processor"] = LogitsProcessorList([grammar])
     if stop:
         extra.update(stop_strings=[stop], tokenizer=tokenizer)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}

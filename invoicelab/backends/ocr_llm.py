@@ -43,16 +43,7 @@ class OcrLlmBackend:
         prefixes, outputs = self._generate(docs, prompt)
         return [self._extraction(d, prefix, out) for d, prefix, out in zip(docs, prefixes, outputs)]
 
-    def time_steps(self, docs: list[DocInput], prompt: Prompt, steps: int) -> Any:
-        """Generate only ``steps`` tokens for ``docs``, timed step by step (``step_timer.StepTimes``)."""
-        from invoicelab.backends.step_timer import StepTimer
-
-        timer = StepTimer()
-        self._generate(docs, prompt, max_new_tokens=steps, timer=timer)
-        return timer.result()
-
-    def _generate(self, docs: list[DocInput], prompt: Prompt | None, max_new_tokens: int | None = None,
-                  timer: Any = None) -> tuple[list[str], list[Any]]:
+    def _generate(self, docs: list[DocInput], prompt: Prompt | None) -> tuple[list[str], list[Any]]:
         """The answer prefixes and the generations for ``docs``, as the variant's settings ask."""
         if prompt is None:
             raise ValueError("ocr-llm needs a prompt")
@@ -67,8 +58,8 @@ class OcrLlmBackend:
         prefixes = [prefix if prefixing else "" for _, prefix in rendered]
         outputs = self.llm.generate(
             [messages for messages, _ in rendered], prefixes,
-            max_new_tokens=max_new_tokens or gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-            schema=self.schema, stop="}" if prefixing else None, timer=timer,
+            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+            schema=self.schema, stop="}" if prefixing else None,
         )
         return prefixes, outputs
 

@@ -174,7 +174,7 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
         store.retire(plan.results, set(plan.expected_keys))
     adopted = store.adopt(plan.reuse, plan.results, plan.names(), schema(list(exp.fields))) if plan.reuse else 0
     timings: dict[str, dict[str, float]] = {}
-    writer, duplicates, actors, tuned = None, 0, {}, []
+    writer, duplicates, actors, tuned, computed = None, 0, {}, [], plan.todo_rows
     if plan.todo_rows:
         connect(exp.ray)
         from invoicelab.backends.placement import memory_problems  # estimated memory vs the device's
@@ -182,8 +182,8 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
         problems = check_fits(plan) + memory_problems(plan.exp)
         if problems:
             raise ClusterError("the cluster cannot hold this experiment:\n  " + "\n  ".join(problems))
-        tuned = tune_plan(plan, auto_variants(plan))  # batch_size: auto, before any pool starts
         writer = _writer(plan)
+        tuned = tune_plan(plan, auto_variants(plan), writer)  # batch_size: auto, before any pool starts
         runner = Scheduler(plan, writer, progress)
         timings = runner.run()
         duplicates, actors = runner.duplicates, runner.actors
@@ -191,14 +191,15 @@ def run_experiment(exp: Experiment, progress: Progress | None = None) -> RunResu
     if writer is not None:
         ray.kill(writer)
     summary.update(name=exp.name, reused_rows=adopted, superseded_rows=plan.retired,
-                   computed_rows=plan.todo_rows, duplicates_dropped=duplicates, actors=actors,
+                   computed_rows=computed, duplicates_dropped=duplicates, actors=actors,
                    tuning=[asdict(t) for t in tuned])
     return RunResult(out, plan.results, summary)
 
 
 def tune_experiment(exp: Experiment, only: list[str] | None = None, retune: bool = False) -> list[Tuned]:
     """``invoicelab tune``: probe (or look up) the batch sizes of the experiment's variants that have a batch to
-    tune (all of them, or those named in ``only``), save their profiles, and run nothing else.
+    tune (all of them, or those named in ``only``) and save their profiles. The rows the probes answered are
+    written to the run's results, so ``invoicelab run`` does not compute them again.
 
     Raises:
         ConfigError: a name in ``only`` is not a variant; ClusterError: a variant can never fit the cluster.
@@ -214,7 +215,11 @@ def tune_experiment(exp: Experiment, only: list[str] | None = None, retune: bool
     problems = [p for v in chosen if (p := fit_problem(f"variant {v.variant.name!r}", v.variant.resources, nodes))]
     if problems:
         raise ClusterError("the cluster cannot hold these variants:\n  " + "\n  ".join(problems))
-    return tune_plan(plan, chosen, retune=retune or None)
+    writer = _writer(plan)
+    try:
+        return tune_plan(plan, chosen, writer, retune=retune or None)
+    finally:
+        ray.kill(writer)
 
 
 def _writer(plan: Plan) -> Any:
