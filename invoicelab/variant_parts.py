@@ -33,7 +33,8 @@ class ResourceSpec(Strict):
     )
     actors: int = Field(1, ge=1, description="Actors in the variant's pool (each loads the model once).")
     memory_gb: float | None = Field(
-        None, gt=0, description="Memory one actor may use, in GB: reserved in Ray's scheduler (its `memory` resource), "
+        None, gt=0, description="Memory one actor may use, in GiB (2^30 bytes): reserved in Ray's scheduler (its "
+        "`memory` resource), "
         "the limit the memory check and the batch tuner hold the variant to, and on CPU enforced in the actor process "
         "(its data-segment limit, RLIMIT_DATA, which counts reserved private memory and so runs above resident memory): "
         "an allocation past it fails inside the model call, where the micro-batch is halved. None: no limit of its own "
@@ -129,9 +130,9 @@ class OffloadSpec(Strict):
 class TuningSpec(Strict):
     """How `batch_size: auto` and `invoicelab tune` probe batch sizes (see ``invoicelab.tuning``)."""
 
-    sample_docs: int = Field(2, ge=1, le=256, description="Each probed size answers at least this many documents (whole "
-                             "calls of its size), so that one short or long document does not decide. The probes "
-                             "answer the run's own documents; their rows are kept as the run's.")
+    sample_docs: int = Field(2, ge=1, le=256, description="Each probed size answers at least this many documents "
+                             "(whole calls of its size), so that one short or long document does not decide. The "
+                             "probes answer the run's own documents; their rows are kept as the run's.")
     max_micro_batch: int = Field(64, ge=1, le=4096, description="Largest micro-batch probed.")
     plateau: float = Field(0.05, ge=0, le=1, description="Stop growing once doubling the micro-batch gains less than "
                            "this fraction of docs/s.")

@@ -82,7 +82,7 @@ def test_a_variant_that_cannot_fit_is_refused_naming_what_would(quickstart):
     small.variants[0].resources.memory_gb = 1.6  # fp32 at micro-batch 8, 1,300-token prompts: about 2 GB
     [message] = memory_problems(small, Limits(cpu_bytes=24 * GB, cpus=2))
     assert message.startswith("variant 'smollm2-fp32' (smollm2-135m-instruct, fp32, micro-batch 8")
-    assert "may use 1.60 GB (resources.memory_gb 1.6)" in message
+    assert "may use 1.72 GB (resources.memory_gb 1.6)" in message
     assert "precision bf16 (1.12 GB)" in message and "batching.micro_batch 4" in message
     assert "offload: {device_gb:" in message
     assert memory_problems(quickstart, Limits(cpu_bytes=24 * GB, cpus=2)) == []

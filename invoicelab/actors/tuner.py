@@ -90,12 +90,14 @@ class ProbeRunner:
             return {"gpu": props.name, "gpu_memory_bytes": int(props.total_memory)}
         return {"cpu": cpu_model(), "threads": self.threads, "machine": platform.machine()}
 
-    def memory_limit(self, actors: int = 1) -> int:
-        """Memory one actor of the variant may use when it sets no ``memory_gb``: the GPU's memory, or this
-        node's physical memory shared among the variant's actors."""
-        if self.device.startswith("cuda"):
-            return int(self.hardware()["gpu_memory_bytes"])
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / max(1, actors))
+    def memory_limit(self) -> float | None:
+        """Memory one actor of the variant may use (``placement.limit_of``: ``resources.memory_gb``, else its
+        share of this node's RAM or of its GPU's memory), read on the node where the variant runs."""
+        from invoicelab.backends.placement import Limits, limit_of
+
+        gpu = float(self.hardware()["gpu_memory_bytes"]) if self.device.startswith("cuda") else None
+        ram = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        return limit_of(self.variant, Limits(ram, os.cpu_count() or 1, gpu, "the tuner's node"))[0]
 
     def read(self, rows: list[dict[str, Any]], units: list[Todo], keep: bool = True) -> int:
         """Read the pages of the documents of ``units`` (the (document, prompt, key) rows to probe with, in

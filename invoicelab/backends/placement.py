@@ -131,7 +131,7 @@ def limit_of(variant: Any, limits: Limits) -> tuple[float | None, str]:
     """The bytes one actor of ``variant`` may use, and where the figure comes from (None: unknown)."""
     res = variant.resources
     if res.memory_gb is not None:
-        return res.memory_gb * GB, f"resources.memory_gb {res.memory_gb:g}"
+        return res.memory_gb * 2**30, f"resources.memory_gb {res.memory_gb:g}"  # GiB, as the cap and Ray count it
     if device_of(variant) == "cuda":
         if limits.gpu_bytes is None:
             return None, "no GPU seen by the driver"

@@ -27,7 +27,7 @@ from invoicelab.actors.ray_actors import TunerActor
 from invoicelab.data.sources import cache_root
 from invoicelab.orchestrator.cluster import worker_env
 from invoicelab.orchestrator.plan import Plan, VariantPlan
-from invoicelab.orchestrator.resources import actor_options, memory_bytes
+from invoicelab.orchestrator.resources import actor_options
 from invoicelab.profiles import load_profile, nearest_profile, profile_key, profiles_dir, save_profile
 from invoicelab.tuning import probes_need, ray_batch
 
@@ -145,7 +145,7 @@ def _tune_with(actor: Any, plan: Plan, vplan: VariantPlan, retune: bool, writer:
     start = time.perf_counter()
     if not ray.get(actor.read.remote(rows, units, keep)):
         raise RuntimeError("none of the documents to probe with could be read")
-    limit = memory_bytes(v.resources) or ray.get(actor.memory_limit.remote(v.resources.actors))
+    limit = ray.get(actor.memory_limit.remote())
     decision_ref, rows_ref = actor.tune.options(num_returns=2).remote(
         largest, spec.plateau, limit, spec.memory_margin, spec.rounds, spec.sample_docs)
     decision = ray.get(decision_ref)

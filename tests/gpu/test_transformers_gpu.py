@@ -72,3 +72,32 @@ def test_ocr_llm_variant_extracts_a_batch_on_the_gpu(tiny, tmp_path):
     assert len(outs) == 2 and all(o.tokens_in > 10 and 1 <= o.tokens_out <= 12 for o in outs)
     assert all(o.raw_output.startswith('{"total": "') for o in outs)
     assert backend.info()["device"].startswith("cuda")
+
+
+def test_the_batch_tuner_probes_on_the_gpu_and_keeps_its_answers_as_rows(tiny, tmp_path):
+    from dataclasses import asdict
+
+    from invoicelab.actors.tuner import ProbeRunner
+    from invoicelab.orchestrator.plan import text_setting
+
+    exp = parse_experiment({
+        "name": "gpu-tune", "dataset": {"source": "folder", "path": str(tmp_path)}, "fields": {"total": "amount"},
+        "tuning": {"max_micro_batch": 8},
+        "variants": [{"name": "tiny", "backend": "ocr-llm", "model": str(tiny), "precision": "bf16",
+                      "structured": "prefix", "fallback": "none", "generation": {"max_new_tokens": 12},
+                      "ocr": {"engine": "none"}, "batch_size": "auto", "resources": {"num_gpus": 1}}],
+    })
+    prompt = load_prompt("terse-json")
+    runner = ProbeRunner(exp.model_dump_json(), "tiny", {prompt.id: asdict(prompt)},
+                         asdict(text_setting(exp, exp.variants[0])), None, device="cuda")
+    runner.pages = {f"d{i}": {"doc_id": f"d{i}", "path": "", "text": f"Invoice {i} Total: {i}.00 EUR" * (i + 1),
+                              "error": None, "images_png": None, "fields_json": "{}", "normalized_json": "{}"}
+                    for i in range(8)}
+    runner.units = [(f"d{i}", prompt.id, f"k{i}") for i in range(8)]
+    gpu = runner.hardware()
+    assert gpu["gpu"] and runner.memory_limit() == gpu["gpu_memory_bytes"]  # the whole GPU: one actor on it
+    decision, rows = runner.tune(8, 0.05, runner.memory_limit(), 0.15, 1, 2)
+    probes = decision["probes"]
+    assert len(probes) >= 3 and all(p["peak_bytes"] and not p["out_of_memory"] for p in probes)  # torch's peak
+    assert rows.num_rows == 8 and sorted(rows.column("key").to_pylist()) == [f"k{i}" for i in range(8)]
+    assert set(rows.column("micro_batch").to_pylist()) <= {1, 2, 4, 8} and rows.column("error").null_count == 8
