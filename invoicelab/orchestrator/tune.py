@@ -99,6 +99,7 @@ def tune_variant(plan: Plan, vplan: VariantPlan, retune: bool, writer: Any) -> T
     prompts = {pid: asdict(p) for pid, p in vplan.prompts.items() if p is not None}
     options = actor_options(v.resources, v.faults, f"{plan.exp.name}/{v.name}/tuner", worker_env())
     options["max_restarts"] = 0
+    actor = None
     try:
         actor = ray.remote(TunerActor).options(**options).remote(
             plan.exp.model_dump_json(), v.name, prompts, asdict(vplan.setting), str(cache_root()))
@@ -108,7 +109,7 @@ def tune_variant(plan: Plan, vplan: VariantPlan, retune: bool, writer: Any) -> T
         log.warning("variant %s: %s", v.name, reason)
         return Tuned(v.name, 1, 1, "failed", reason=reason)
     finally:
-        if "actor" in locals():
+        if actor is not None:
             ray.kill(actor)
 
 
