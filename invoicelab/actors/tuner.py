@@ -75,7 +75,8 @@ class ProbeRunner:
         self.units: list[Todo] = []
         self.next = 0
         self.answered = 0
-        self.kept: dict[str, pa.Table] = {}
+        self.kept: list[str] = []
+        self.tables: list[pa.Table] = []
 
     @property
     def load_s(self) -> float:
@@ -127,9 +128,9 @@ class ProbeRunner:
             raise RuntimeError("no readable document to probe with")
         decision = search(lambda size: self.measure(size, rounds, sample_docs), largest, plateau, limit_bytes,
                           margin)
-        rows = pa.concat_tables(list(self.kept.values())) if self.kept else to_table([], list(self.extractor.fields))
+        rows = pa.concat_tables(self.tables) if self.tables else to_table([], list(self.extractor.fields))
         return ({**decision.to_dict(), "tuning_s": time.perf_counter() - start, "load_s": self.load_s,
-                 "largest": largest, "answered": self.answered, "kept": list(self.kept)}, rows)
+                 "largest": largest, "answered": self.answered, "kept": self.kept}, rows)
 
     def measure(self, size: int, rounds: int = 1, sample_docs: int = 1) -> Probe:
         """docs/s and peak memory at ``size`` documents per call (the best of ``rounds`` passes), each pass
@@ -177,10 +178,14 @@ class ProbeRunner:
             raise ProbeFailed(f"the model failed while probing: {failed[0]['error'][:300]}")
         if not self.keep:
             return
-        for row in table.to_batches(max_chunksize=1):
-            key = row.column("key")[0].as_py()
-            if key not in self.kept:
-                self.kept[key] = pa.Table.from_batches([row])
+        seen, fresh = set(self.kept), []
+        for i, key in enumerate(table.column("key").to_pylist()):
+            if key not in seen:
+                seen.add(key)
+                fresh.append(i)
+                self.kept.append(key)
+        if fresh:
+            self.tables.append(table.take(fresh))
 
 
 def cpu_model() -> str:
